@@ -1,0 +1,91 @@
+"""The domain's exceptions. The HTTP layer (lib.http) maps each to a status and a JSON
+error body in exactly one place; domain code raises, it never builds responses for errors."""
+
+
+class AppError(Exception):
+    """Base of every error that has a meaning for the client."""
+
+    status = 500
+    code = "internal_error"
+    default_message = "Internal server error"
+
+    def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None,
+                 details: dict | None = None):
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+        self.headers = headers or {}
+        self.details = details
+
+
+class BadRequest(AppError):
+    status, code, default_message = 400, "invalid_request", "Invalid request"
+
+
+class InvalidJson(BadRequest):
+    code, default_message = "invalid_json", "Request body is not valid JSON"
+
+
+class Unauthorized(AppError):
+    status, code, default_message = 401, "unauthorized", "Missing or invalid credentials"
+
+
+class PaymentRequired(AppError):
+    status, code, default_message = 402, "payment_required", "An active plan is required"
+
+
+class QuotaExceeded(PaymentRequired):
+    code, default_message = "quota_exceeded", "Monthly generation quota exhausted"
+
+
+class Forbidden(AppError):
+    status, code, default_message = 403, "forbidden", "Not allowed"
+
+
+class IpBlocked(Forbidden):
+    code, default_message = "ip_blocked", "This IP address is blocked"
+
+
+class NotFound(AppError):
+    status, code, default_message = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(AppError):
+    status, code, default_message = 405, "method_not_allowed", "Method not allowed"
+
+
+class Conflict(AppError):
+    status, code, default_message = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status, code, default_message = 413, "payload_too_large", "Request body too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, code, default_message = 415, "unsupported_media_type", "Expected application/json"
+
+
+class RateLimited(AppError):
+    status, code, default_message = 429, "rate_limited", "Too many requests"
+
+
+class NotImplementedYet(AppError):
+    status, code, default_message = 501, "not_implemented", "This route is not implemented yet"
+
+
+class ProviderUnavailable(AppError):
+    status, code, default_message = 502, "provider_unavailable", "Every LLM provider failed"
+
+
+class ServiceUnavailable(AppError):
+    status, code, default_message = 503, "service_unavailable", "Service temporarily unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code, default_message = "database_unavailable", "Database unavailable"
+
+
+class ConfigError(AppError):
+    """A required setting is missing or malformed. The message names the variable, never its value."""
+
+    status, code, default_message = 500, "config_error", "Server misconfigured"

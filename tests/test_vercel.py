@@ -1,0 +1,108 @@
+"""The real Vercel CLI: `vercel build` offline and `vercel dev -L` (what `make dev` runs).
+
+Both run in a copy of the project's tracked files, so they see what a fresh clone has.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from croniter import croniter
+
+from devtools import wheels
+from tests.support.servers import ROOT, free_port, wait_for_port
+
+pytestmark = pytest.mark.slow
+API_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "api").rglob("*.py"))
+LEAKS = ["/lib/config.py", "/lib/http.py", "/requirements.txt", "/.env", "/vercel.json",
+         "/devtools/dev.py", "/package.json", "/.env.example"]
+VERCEL = ROOT / "node_modules" / ".bin" / "vercel"
+
+
+def _project_copy(tmp: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    copy = tmp / "app"
+    for name in files:
+        if (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, copy / name)
+    for linked in ("node_modules", ".venv"):
+        (copy / linked).symlink_to(ROOT / linked)
+    return copy
+
+
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+            "VERCEL_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"}
+
+
+@pytest.fixture(scope="module")
+def build_output(tmp_path_factory) -> Path:
+    copy = _project_copy(tmp_path_factory.mktemp("build"))
+    wheel_dir = ROOT / ".data" / "wheels"
+    wheels.fill(wheel_dir)
+    (copy / ".vercel").mkdir()
+    (copy / ".vercel" / "project.json").write_text(json.dumps(
+        {"projectId": "prj_localbuild", "orgId": "team_localbuild", "settings": {"framework": None}}))
+    env = {**_cli_env(), "UV_OFFLINE": "1", "UV_FIND_LINKS": str(wheel_dir)}
+    result = subprocess.run([str(VERCEL), "build", "--yes"], cwd=copy, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return copy / ".vercel" / "output"
+
+
+def test_build_has_one_function_per_api_file(build_output):
+    functions = sorted(p.relative_to(build_output / "functions").as_posix().removesuffix(".func")
+                       for p in (build_output / "functions").rglob("*.func"))
+    assert functions == [f.removesuffix(".py") for f in API_FILES]
+
+
+def test_every_cron_has_a_function_and_a_valid_schedule(build_output):
+    config = json.loads((ROOT / "vercel.json").read_text())
+    assert config["crons"], "vercel.json declares no crons"
+    for cron in config["crons"]:
+        assert (build_output / "functions" / (cron["path"].lstrip("/") + ".func")).is_dir(), cron
+        assert len(cron["schedule"].split()) == 5 and croniter.is_valid(cron["schedule"]), cron
+        assert (ROOT / (cron["path"].lstrip("/") + ".py")).is_file()
+
+
+def test_build_serves_no_source_or_env_file(build_output):
+    static = sorted(p.relative_to(build_output / "static").as_posix()
+                    for p in (build_output / "static").rglob("*") if p.is_file())
+    assert static == ["robots.txt"]
+
+
+def test_bundles_carry_lib_but_no_dev_tooling_or_secrets(build_output):
+    configs = list((build_output / "functions").rglob(".vc-config.json"))
+    assert len(configs) == len(API_FILES)
+    for path in configs:
+        names = set(json.loads(path.read_text())["filePathMap"])
+        assert "lib/http.py" in names and "lib/migrations/0001_init.sql" in names, path
+        leaked = [n for n in names if n.split("/")[0] in ("devtools", "tests", "ops", "bench", ".data")
+                  or n in (".env", "README.md", "requirements-dev.txt", "pytest.ini")]
+        assert leaked == [], (path, leaked[:5])
+
+
+def test_vercel_dev_serves_health_and_no_source_files(tmp_path, app_env):
+    copy = _project_copy(tmp_path)
+    port = free_port()
+    env = {**_cli_env(), **app_env, "PORT": str(port)}
+    process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "devtools.dev"],
+                               cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for_port(port, timeout=120, process=process)
+        response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=300)
+        assert response.status_code == 200, response.text
+        assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+        for path in LEAKS:
+            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=60).status_code == 404, path
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait()
