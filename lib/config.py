@@ -33,6 +33,7 @@ class Settings:
     sentry_dsn: str | None
     max_body_bytes: int
     db_connect_timeout_s: int
+    db_idle_check_s: float
     redis_timeout_s: float
     health_timeout_s: float
     # auth (Clerk)
@@ -137,6 +138,7 @@ def settings() -> Settings:
         sentry_dsn=_url("SENTRY_DSN"),
         max_body_bytes=_int("MAX_BODY_BYTES", 1024 * 1024, 1024, 4_500_000),
         db_connect_timeout_s=_int("DB_CONNECT_TIMEOUT_S", 3, 2, 30),
+        db_idle_check_s=_float("DB_IDLE_CHECK_S", 30.0, -1, 3600),
         redis_timeout_s=_float("REDIS_TIMEOUT_S", 1.0, 0, 30),
         health_timeout_s=_float("HEALTH_TIMEOUT_S", 2.5, 0, 10),
         clerk_jwt_key=(_str("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,

@@ -7,6 +7,7 @@ pooled endpoint (PgBouncer in transaction mode) needs; multi-statement work open
 """
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -19,7 +20,7 @@ from lib.errors import ConfigError, DatabaseUnavailable
 
 T = TypeVar("T")
 _MAX_IDLE = 4
-_idle: list[tuple[str, psycopg.Connection]] = []
+_idle: list[tuple[str, psycopg.Connection, float]] = []
 _lock = threading.Lock()
 
 
@@ -29,13 +30,27 @@ def _connect(url: str) -> psycopg.Connection:
                            application_name="ascendos")
 
 
+def _alive(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        conn.close()
+        return False
+
+
 def _take(url: str) -> tuple[psycopg.Connection, bool]:
-    with _lock:
-        while _idle:
-            idle_url, conn = _idle.pop()
-            if idle_url == url and not conn.closed:
-                return conn, True
+    while True:
+        with _lock:
+            if not _idle:
+                break
+            idle_url, conn, since = _idle.pop()
+        if idle_url != url or conn.closed:
             conn.close()
+        # Neon and PgBouncer close idle server connections: one idle past DB_IDLE_CHECK_S is
+        # checked (one round trip) before reuse; warm back-to-back requests skip the check.
+        elif time.monotonic() - since < settings().db_idle_check_s or _alive(conn):
+            return conn, True
     return _connect(url), False
 
 
@@ -44,7 +59,7 @@ def _give_back(url: str, conn: psycopg.Connection) -> None:
         conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with _lock:
         if healthy and len(_idle) < _MAX_IDLE:
-            _idle.append((url, conn))
+            _idle.append((url, conn, time.monotonic()))
             return
     conn.close()
 
