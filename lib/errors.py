@@ -81,6 +81,10 @@ class ServiceUnavailable(AppError):
     status, code, default_message = 503, "service_unavailable", "Service temporarily unavailable"
 
 
+class AuthUnavailable(ServiceUnavailable):
+    code, default_message = "auth_unavailable", "Could not fetch the keys to verify the session"
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     code, default_message = "database_unavailable", "Database unavailable"
 

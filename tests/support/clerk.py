@@ -1,0 +1,43 @@
+"""A local server that speaks Clerk's `GET /v1/jwks` (Bearer secret key), counting fetches."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.tokens import JWKS
+
+SECRET_KEY = "sk_test_local_clerk"
+
+
+class FakeClerk:
+    def __init__(self, jwks: dict = JWKS, status: int = 200):
+        self.jwks, self.status, self.fetches = jwks, status, 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                ok = self.headers.get("Authorization") == f"Bearer {SECRET_KEY}"
+                if self.path == "/v1/jwks":
+                    fake.fetches += 1
+                status = (fake.status if ok else 401) if self.path == "/v1/jwks" else 404
+                body = json.dumps(fake.jwks if status == 200 else {"errors": []}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
