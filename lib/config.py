@@ -66,6 +66,9 @@ class Settings:
     app_url: str
     smtp_url: str | None
     email_from: str | None
+    cron_time_budget_s: float
+    purge_batch_size: int
+    unsubscribe_secret: str | None
 
 
 def _str(name: str, default: str | None = None) -> str | None:
@@ -174,6 +177,9 @@ def settings() -> Settings:
         app_url=(_url("APP_URL") or "http://localhost:3000").rstrip("/"),
         smtp_url=_url("SMTP_URL"),
         email_from=_str("EMAIL_FROM"),
+        cron_time_budget_s=_float("CRON_TIME_BUDGET_S", 45.0, 0, 800),
+        purge_batch_size=_int("PURGE_BATCH_SIZE", 5000, 1, 100_000),
+        unsubscribe_secret=_str("UNSUBSCRIBE_SECRET"),
     )
 
 

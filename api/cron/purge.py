@@ -1,9 +1,18 @@
-"""GET|POST /api/cron/purge: retention purge with usage rollup (Vercel cron). Not implemented yet."""
+"""GET|POST /api/cron/purge: the retention purge with its usage rollup (Vercel cron, daily).
 
-from lib.http import Endpoint, not_implemented
+GET + `Authorization: Bearer $CRON_SECRET` is the Vercel scheduler; POST `?secret=` is the
+runbook's manual trigger. `?dry_run=1` or `{"dry_run": true}` only counts.
+"""
+
+from lib.http import Endpoint
+from lib.purge import purge_cron
 
 
 class handler(Endpoint):
     route = "/api/cron/purge"
-    get = not_implemented
-    post = not_implemented
+
+    def get(self, request):
+        return purge_cron(request)
+
+    def post(self, request):
+        return purge_cron(request)

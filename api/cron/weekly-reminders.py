@@ -1,9 +1,18 @@
-"""GET|POST /api/cron/weekly-reminders: the weekly reminder emails (Vercel cron). Not implemented yet."""
+"""GET|POST /api/cron/weekly-reminders: the weekly reminder emails (Vercel cron, Mondays).
 
-from lib.http import Endpoint, not_implemented
+GET + `Authorization: Bearer $CRON_SECRET` is the Vercel scheduler; POST `?secret=` is the
+runbook's manual trigger. At most one reminder per user and ISO week, however often it runs.
+"""
+
+from lib.http import Endpoint
+from lib.reminders import weekly_reminders_cron
 
 
 class handler(Endpoint):
     route = "/api/cron/weekly-reminders"
-    get = not_implemented
-    post = not_implemented
+
+    def get(self, request):
+        return weekly_reminders_cron(request)
+
+    def post(self, request):
+        return weekly_reminders_cron(request)

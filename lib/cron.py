@@ -1,0 +1,125 @@
+"""What every cron route shares: the CRON_SECRET check, one run at a time per job, the
+`cron_runs` record of each run, and the time budget that ends a run before `maxDuration`.
+
+The lock is a transaction-scoped advisory lock held in an open transaction on a connection of
+its own for the whole run. Transaction scope (not session scope) is what survives Neon's pooled
+endpoint: PgBouncer in transaction mode pins the server connection to us only while a
+transaction is open. A holder that dies loses its connection and with it the lock; one that
+hangs is cut off by `idle_in_transaction_session_timeout`.
+"""
+
+import hmac
+import time
+from collections.abc import Callable
+
+from psycopg.types.json import Jsonb
+
+from lib import db, errors
+from lib.config import settings
+from lib.http import Request
+from lib.observability import log
+
+MIN_SECRET_LENGTH = 16
+_LOCK_CLASS = 0x63726F6E  # "cron": the first key of every cron job's advisory lock
+# Longer than any Vercel function can live (800 s), so only a lost holder is ever cut off.
+_LOCK_HOLD_LIMIT_MS = 15 * 60 * 1000
+
+
+class Budget:
+    """The time a run may spend. `keep_going()` is True for the first unit of work (so every
+    run makes progress, however small the budget), then while time remains."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._deadline = time.monotonic() + seconds
+        self._started_work = False
+
+    def keep_going(self) -> bool:
+        if not self._started_work:
+            self._started_work = True
+            return True
+        return time.monotonic() < self._deadline
+
+
+def _same(given: str, secret: str) -> bool:
+    # Bytes, so a non-ASCII header can't make compare_digest raise (it refuses non-ASCII str).
+    return hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8"))
+
+
+def authorize(request: Request) -> None:
+    """Accept the Vercel scheduler (`Authorization: Bearer <CRON_SECRET>`, GET or POST) and the
+    runbook's manual trigger (POST `?secret=`), compared in constant time.
+
+    Raises Unauthorized for a wrong or missing secret, and ConfigError (500) when CRON_SECRET
+    is unset or shorter than 16 characters: a cron never runs unauthenticated.
+    """
+    secret = settings().cron_secret
+    if not secret or len(secret) < MIN_SECRET_LENGTH:
+        raise errors.ConfigError(
+            f"CRON_SECRET is not set or shorter than {MIN_SECRET_LENGTH} characters; "
+            "cron routes refuse to run without it")
+    given = [request.bearer_token()]
+    if request.method == "POST":  # never on GET: query strings end up in caches and logs
+        given.append(request.query.get("secret"))
+    if not any(candidate and _same(candidate, secret) for candidate in given):
+        raise errors.Unauthorized("A valid CRON_SECRET is required")
+
+
+_START_RUN = """
+INSERT INTO cron_runs (job, status) VALUES (%s, 'running') RETURNING id
+"""
+# Only runs whose lock we now hold can be 'running'; any other such row was cut off mid-run.
+_MARK_INTERRUPTED = """
+UPDATE cron_runs SET status = 'failed', finished_at = now(), complete = false,
+       error = 'interrupted: the run ended before it could record its result'
+WHERE job = %s AND status = 'running'
+"""
+_FINISH_RUN = """
+UPDATE cron_runs SET status = %s, finished_at = now(), complete = %s, counts = %s, error = %s
+WHERE id = %s
+"""
+_RECORD_SKIPPED = """
+INSERT INTO cron_runs (job, status, finished_at, counts)
+VALUES (%s, 'skipped', now(), '{"skipped": "already running"}')
+"""
+
+
+def _execute(sql: str, params: tuple) -> dict | None:
+    """One autocommitted statement (the record must survive the run's own failure)."""
+    def statement(conn):
+        cursor = conn.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
+    return db.run(statement)
+
+
+def run_exclusively(job: str, work: Callable[[Budget], dict]) -> dict:
+    """Run `work(budget)` unless another run of `job` holds the job's lock, and record the run
+    in `cron_runs` (running -> succeeded / failed, with its counts and error class).
+
+    Returns `{"job": job, **result}`, or `{"job": job, "skipped": "already running"}` without
+    calling `work` when a run is in progress. An exception from `work` is recorded and
+    re-raised (what it had already committed stays committed; jobs are written to resume).
+    """
+    with db.connection() as lock_conn, lock_conn.transaction():
+        lock_conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
+                          (str(_LOCK_HOLD_LIMIT_MS),))
+        locked = lock_conn.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s)) AS got",
+                                   (_LOCK_CLASS, job)).fetchone()["got"]
+        if not locked:
+            _execute(_RECORD_SKIPPED, (job,))
+            log("cron_skipped", job=job, reason="already running")
+            return {"job": job, "skipped": "already running"}
+        _execute(_MARK_INTERRUPTED, (job,))
+        run_id = _execute(_START_RUN, (job,))["id"]
+        started = time.monotonic()
+        try:
+            result = work(Budget(settings().cron_time_budget_s))
+        except Exception as exc:
+            _execute(_FINISH_RUN, ("failed", False, Jsonb({}), f"{type(exc).__name__}"[:200], run_id))
+            log("cron_run", level="error", job=job, status="failed", error_class=type(exc).__name__,
+                duration_ms=round((time.monotonic() - started) * 1000, 1))
+            raise
+        _execute(_FINISH_RUN, ("succeeded", result.get("complete"), Jsonb(result), None, run_id))
+        log("cron_run", job=job, status="succeeded", duration_ms=round((time.monotonic() - started) * 1000, 1),
+            **result)
+        return {"job": job, **result}

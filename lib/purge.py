@@ -1,0 +1,162 @@
+"""The retention purge (cron `purge`).
+
+Deletes, in bounded batches (PURGE_BATCH_SIZE rows, each batch one short transaction):
+- generations older than their organization's plan retention (RETENTION_DAYS_TRIAL/_TEAM/
+  _AGENCY), after rolling their counts and token/cost sums into `usage_daily` in the same
+  statement, so a failed batch loses nothing and a retried one counts nothing twice;
+- Stripe events processed more than 90 days ago, reminder rows older than 400 days,
+  cron-runs rows older than 90 days, and IP blocks that expired more than 7 days ago (the
+  grace keeps every block created in the last week visible to the monitoring route).
+
+A row exactly at its cutoff is kept: only `created_at < now - retention` goes. A run stops
+between batches when its time budget is spent and reports `complete: false`; the next run
+simply continues, since what is left is exactly what is still expired.
+
+`usage_daily` follows the definitions the monitoring route shares: per (UTC day, organization,
+provider, model), `requests` = rows whose status is not 'pending', `failed` = status 'failed',
+tokens and cost summed; a missing provider/model is ''.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+from lib import cron, db, errors
+from lib.config import PLANS, settings
+from lib.http import Request
+
+JOB = "purge"
+STRIPE_EVENT_DAYS = 90
+REMINDER_DAYS = 400
+CRON_RUN_DAYS = 90
+IP_BLOCK_GRACE_DAYS = 7
+
+_EXPIRED_GENERATIONS = """
+FROM generations g
+WHERE g.created_at < %(cutoff)s
+  AND g.organization_id IN (SELECT id FROM organizations WHERE plan = %(plan)s)
+"""
+_PURGE_GENERATIONS = """
+WITH doomed AS (
+    SELECT g.id """ + _EXPIRED_GENERATIONS + """
+    ORDER BY g.created_at
+    LIMIT %(limit)s
+    FOR UPDATE OF g SKIP LOCKED
+), deleted AS (
+    DELETE FROM generations g USING doomed WHERE g.id = doomed.id
+    RETURNING g.created_at, g.organization_id, g.provider, g.model, g.status,
+              g.input_tokens, g.output_tokens, g.cost_usd
+), rolled_up AS (
+    INSERT INTO usage_daily AS u (day, organization_id, provider, model, requests, failed,
+                                  input_tokens, output_tokens, cost_usd)
+    SELECT (created_at AT TIME ZONE 'UTC')::date, organization_id, coalesce(provider, ''),
+           coalesce(model, ''), count(*) FILTER (WHERE status <> 'pending'),
+           count(*) FILTER (WHERE status = 'failed'), sum(input_tokens), sum(output_tokens),
+           sum(cost_usd)
+    FROM deleted
+    GROUP BY 1, 2, 3, 4
+    ON CONFLICT (day, organization_id, provider, model) DO UPDATE SET
+        requests = u.requests + EXCLUDED.requests,
+        failed = u.failed + EXCLUDED.failed,
+        input_tokens = u.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = u.output_tokens + EXCLUDED.output_tokens,
+        cost_usd = u.cost_usd + EXCLUDED.cost_usd
+)
+SELECT count(*) AS n FROM deleted
+"""
+
+# (what it deletes, the rows it would delete); each purge statement deletes one batch.
+_SIMPLE = {
+    "stripe_events": (
+        "DELETE FROM stripe_events WHERE id IN "
+        "(SELECT id FROM stripe_events WHERE processed_at < %(cutoff)s LIMIT %(limit)s)",
+        "SELECT count(*) AS n FROM stripe_events WHERE processed_at < %(cutoff)s"),
+    "reminder_deliveries": (
+        "DELETE FROM reminder_deliveries WHERE (user_id, iso_week) IN "
+        "(SELECT user_id, iso_week FROM reminder_deliveries WHERE created_at < %(cutoff)s LIMIT %(limit)s)",
+        "SELECT count(*) AS n FROM reminder_deliveries WHERE created_at < %(cutoff)s"),
+    "ip_blocks": (
+        "DELETE FROM ip_blocks WHERE id IN "
+        "(SELECT id FROM ip_blocks WHERE expires_at < %(cutoff)s LIMIT %(limit)s)",
+        "SELECT count(*) AS n FROM ip_blocks WHERE expires_at < %(cutoff)s"),
+    "cron_runs": (
+        "DELETE FROM cron_runs WHERE id IN "
+        "(SELECT id FROM cron_runs WHERE started_at < %(cutoff)s AND status <> 'running' LIMIT %(limit)s)",
+        "SELECT count(*) AS n FROM cron_runs WHERE started_at < %(cutoff)s AND status <> 'running'"),
+}
+_SIMPLE_DAYS = {"stripe_events": STRIPE_EVENT_DAYS, "reminder_deliveries": REMINDER_DAYS,
+                "ip_blocks": IP_BLOCK_GRACE_DAYS, "cron_runs": CRON_RUN_DAYS}
+TABLES = (*_SIMPLE, "generations")
+
+
+def _count(sql: str, params: dict) -> int:
+    return db.run(lambda conn: conn.execute(sql, params).fetchone()["n"])
+
+
+def _delete_batch(sql: str, params: dict) -> int:
+    def batch(conn):
+        with conn.transaction():
+            cursor = conn.execute(sql, params)
+            return cursor.fetchone()["n"] if cursor.description else cursor.rowcount
+    return db.run(batch)
+
+
+def _work(now: datetime) -> list[tuple[str, str, str, dict]]:
+    """(table, batch delete, dry-run count, parameters) for every kind of expired row."""
+    work = [(table, delete, count, {"cutoff": now - timedelta(days=_SIMPLE_DAYS[table])})
+            for table, (delete, count) in _SIMPLE.items()]
+    retention = settings().retention_days
+    for plan in PLANS:
+        work.append(("generations", _PURGE_GENERATIONS, "SELECT count(*) AS n" + _EXPIRED_GENERATIONS,
+                     {"cutoff": now - timedelta(days=retention[plan]), "plan": plan}))
+    return work
+
+
+def purge(budget: cron.Budget, *, dry_run: bool = False, now: datetime | None = None) -> dict:
+    """Delete every expired row (see the module docstring), batch by batch, within `budget`.
+
+    Each batch commits on its own, so a failure or an exhausted budget leaves a consistent
+    state that the next run continues from. With `dry_run`, counts what would be deleted and
+    changes nothing. Returns {"dry_run", "deleted": {table: n}, "complete"}.
+    """
+    now, limit = now or datetime.now(timezone.utc), settings().purge_batch_size
+    deleted = dict.fromkeys(TABLES, 0)
+    complete = True
+    for table, delete, count, params in _work(now):
+        if dry_run:
+            deleted[table] += _count(count, params)
+            continue
+        while complete:
+            if not budget.keep_going():
+                complete = False
+                break
+            n = _delete_batch(delete, {**params, "limit": limit})
+            deleted[table] += n
+            if n < limit:
+                break
+    return {"dry_run": dry_run, "deleted": deleted, "complete": complete}
+
+
+def _flag(value, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "0", "false", ""):
+        return value.lower() in ("1", "true")
+    raise errors.BadRequest(f"dry_run in the {source} must be true/false (or 1/0)")
+
+
+def dry_run_requested(request: Request) -> bool:
+    """`?dry_run=1` (any verb) or a POST body `{"dry_run": true}`. Raises BadRequest otherwise."""
+    dry_run = _flag(request.query.get("dry_run", ""), "query")
+    if request.method == "POST" and request.body().strip():
+        body = request.json()
+        unknown = set(body) - {"dry_run"}
+        if unknown:
+            raise errors.BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))[:200]}")
+        dry_run = dry_run or _flag(body.get("dry_run", False), "body")
+    return dry_run
+
+
+def purge_cron(request: Request) -> dict:
+    """The route: authorize, read dry_run, then run the purge under its lock (see lib.cron)."""
+    cron.authorize(request)
+    dry_run = dry_run_requested(request)
+    return cron.run_exclusively(JOB, lambda budget: purge(budget, dry_run=dry_run))
