@@ -27,7 +27,8 @@ _LOCK_HOLD_LIMIT_MS = 15 * 60 * 1000
 
 class Budget:
     """The time a run may spend. `keep_going()` is True for the first unit of work (so every
-    run makes progress, however small the budget), then while time remains."""
+    run makes progress, however small the budget), then while time remains; `exhausted()`
+    is the plain check, for jobs that always do a first bounded step."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
@@ -38,7 +39,10 @@ class Budget:
         if not self._started_work:
             self._started_work = True
             return True
-        return time.monotonic() < self._deadline
+        return not self.exhausted()
+
+    def exhausted(self) -> bool:
+        return time.monotonic() >= self._deadline
 
 
 def _same(given: str, secret: str) -> bool:

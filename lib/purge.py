@@ -8,9 +8,10 @@ Deletes, in bounded batches (PURGE_BATCH_SIZE rows, each batch one short transac
   cron-runs rows older than 90 days, and IP blocks that expired more than 7 days ago (the
   grace keeps every block created in the last week visible to the monitoring route).
 
-A row exactly at its cutoff is kept: only `created_at < now - retention` goes. A run stops
-between batches when its time budget is spent and reports `complete: false`; the next run
-simply continues, since what is left is exactly what is still expired.
+A row exactly at its cutoff is kept: only `created_at < now - retention` goes. Each kind of
+row gets one batch per run; more batches follow only while the time budget lasts. A run that
+stops early reports `complete: false`, and the next run simply continues, since what is left
+is exactly what is still expired.
 
 `usage_daily` follows the definitions the monitoring route shares: per (UTC day, organization,
 provider, model), `requests` = rows whose status is not 'pending', `failed` = status 'failed',
@@ -124,13 +125,13 @@ def purge(budget: cron.Budget, *, dry_run: bool = False, now: datetime | None = 
         if dry_run:
             deleted[table] += _count(count, params)
             continue
-        while complete:
-            if not budget.keep_going():
-                complete = False
-                break
+        while True:  # every kind of row gets one bounded batch per run, then only while time remains
             n = _delete_batch(delete, {**params, "limit": limit})
             deleted[table] += n
             if n < limit:
+                break
+            if budget.exhausted():
+                complete = False
                 break
     return {"dry_run": dry_run, "deleted": deleted, "complete": complete}
 
