@@ -25,6 +25,14 @@ class InvalidJson(BadRequest):
     code, default_message = "invalid_json", "Request body is not valid JSON"
 
 
+class InvalidSignature(BadRequest):
+    code, default_message = "invalid_signature", "Invalid Stripe-Signature"
+
+
+class InvalidEvent(BadRequest):
+    code, default_message = "invalid_event", "Not a Stripe event"
+
+
 class Unauthorized(AppError):
     status, code, default_message = 401, "unauthorized", "Missing or invalid credentials"
 
@@ -87,6 +95,13 @@ class AuthUnavailable(ServiceUnavailable):
 
 class DatabaseUnavailable(ServiceUnavailable):
     code, default_message = "database_unavailable", "Database unavailable"
+
+
+class WebhookNotApplied(AppError):
+    """The event could not be applied; it stays unrecorded, so the sender's retry applies it."""
+
+    status, code = 500, "webhook_not_applied"
+    default_message = "The event was not applied and not recorded; retry it"
 
 
 class ConfigError(AppError):

@@ -4,6 +4,7 @@
     python -m ops migrate            # apply pending migrations to DATABASE_URL
     python -m ops migrate status     # list applied and pending migrations
     python -m ops cron NAME          # fire a cron as the Vercel scheduler does (GET + Bearer)
+    python -m ops stripe-trigger TYPE [--url URL] [--secret S] [--org ORG]   # signed test event
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 """
@@ -14,7 +15,7 @@ import sys
 from lib import migrate
 from lib.config import settings
 from lib.errors import ConfigError
-from ops import cron
+from ops import cron, stripe_events
 
 
 def _database_url() -> str:
@@ -46,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["apply", "status"], default="apply")
     p.set_defaults(run=cmd_migrate)
     cron.add_parser(commands)
+    stripe_events.add_command(commands)
     return root
 
 

@@ -1,8 +1,11 @@
-"""POST /api/webhooks/stripe: Stripe subscription events. Not implemented yet."""
+"""POST /api/webhooks/stripe: Stripe subscription events (TRIAL / TEAM / AGENCY billing)."""
 
-from lib.http import Endpoint, not_implemented
+from lib.billing.webhook import receive_stripe_webhook
+from lib.http import Endpoint
 
 
 class handler(Endpoint):
     route = "/api/webhooks/stripe"
-    post = not_implemented
+
+    def post(self, request):
+        return receive_stripe_webhook(request)
