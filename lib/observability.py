@@ -16,7 +16,7 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 _SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "stripe-signature", "x-api-key",
                    "proxy-authorization", "upstash-token"}
-_sentry_ready: bool | None = None
+_sentry_dsn: str | None = None  # the DSN the SDK was initialised with
 
 
 def log(event: str, level: str = "info", **fields) -> None:
@@ -40,18 +40,18 @@ def _scrub(event: dict, _hint: dict) -> dict:
 
 
 def _sentry():
-    """The sentry_sdk module when a DSN is configured, else None. Initialises once."""
-    global _sentry_ready
+    """The sentry_sdk module when a DSN is configured, else None. Initialises once per DSN."""
+    global _sentry_dsn
     dsn = settings().sentry_dsn
     if not dsn:
         return None
     import sentry_sdk
 
-    if not _sentry_ready:
+    if dsn != _sentry_dsn:  # re-initialise when the DSN changed (config reload, tests)
         sentry_sdk.init(dsn=dsn, environment=settings().environment, send_default_pii=False,
                         before_send=_scrub, default_integrations=False,
                         auto_enabling_integrations=False, traces_sample_rate=0)
-        _sentry_ready = True
+        _sentry_dsn = dsn
     return sentry_sdk
 
 

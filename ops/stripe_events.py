@@ -32,9 +32,9 @@ def _id(prefix: str) -> str:
 
 def subscription_object(*, subscription: str, customer: str, org: str | None, price: str,
                         status: str, created: int, period_end: int,
-                        cancel_at_period_end: bool = False) -> dict:
+                        cancel_at_period_end: bool = False, ended_at: int | None = None) -> dict:
     """A `subscription` object as API_VERSION renders it (period fields live on the items)."""
-    ended = created if status in ("canceled", "incomplete_expired") else None
+    ended = (ended_at or created) if status in ("canceled", "incomplete_expired") else None
     return {
         "id": subscription, "object": "subscription", "customer": customer, "status": status,
         "created": created, "start_date": created, "livemode": False, "currency": "usd",
@@ -89,8 +89,11 @@ def checkout_object(*, customer: str, subscription: str, org: str | None) -> dic
 def sample_event(event_type: str, *, org: str | None = None, customer: str | None = None,
                  subscription: str | None = None, price: str = "price_test_team",
                  status: str | None = None, created: int | None = None,
-                 period_end: int | None = None, event_id: str | None = None) -> dict:
-    """A complete Stripe `event` of `event_type` (any string; unknown types get a bare object)."""
+                 period_end: int | None = None, event_id: str | None = None,
+                 subscription_created: int | None = None) -> dict:
+    """A complete Stripe `event` of `event_type` (any string; unknown types get a bare object).
+    `created` is the event's time; the subscription began at `subscription_created` (default:
+    the same)."""
     created = int(time.time()) if created is None else created
     customer, subscription = customer or _id("cus"), subscription or _id("sub")
     period_end = period_end or created + MONTH_S
@@ -98,7 +101,8 @@ def sample_event(event_type: str, *, org: str | None = None, customer: str | Non
         obj = checkout_object(customer=customer, subscription=subscription, org=org)
     elif event_type in SUBSCRIPTION_EVENTS:
         obj = subscription_object(subscription=subscription, customer=customer, org=org,
-                                  price=price, created=created, period_end=period_end,
+                                  price=price, created=subscription_created or created,
+                                  period_end=period_end, ended_at=created,
                                   status=status or DEFAULT_STATUS.get(event_type, "active"))
     elif event_type in ("invoice.paid", "invoice.payment_failed"):
         obj = invoice_object(subscription=subscription, customer=customer, price=price,

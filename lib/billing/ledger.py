@@ -64,7 +64,20 @@ RETURNING id
 """
 
 
+class _OrganizationAppeared(Exception):
+    """A concurrent checkout linked the subscription's organization after we looked for it."""
+
+
 def _apply_once(conn: psycopg.Connection, event: ev.Event, detail) -> tuple[str, object]:
+    for _ in range(3):
+        try:
+            return _apply_in_transaction(conn, event, detail)
+        except _OrganizationAppeared:
+            continue  # rolled back; the next attempt finds (and locks) the organization first
+    raise RuntimeError("organization kept changing while applying a Stripe event")
+
+
+def _apply_in_transaction(conn, event: ev.Event, detail) -> tuple[str, object]:
     with conn.transaction() as tx:
         if isinstance(detail, ev.Subscription):
             outcome, org = _apply_subscription(conn, event, detail)
@@ -127,8 +140,13 @@ WHERE id = %(id)s
 
 
 def _lock_subscription(conn, subscription_id: str, customer: str, org: dict | None) -> dict:
-    return conn.execute(_LOCK_SUBSCRIPTION, {"id": subscription_id, "customer": customer,
-                                             "organization_id": org["id"] if org else None}).fetchone()
+    row = conn.execute(_LOCK_SUBSCRIPTION, {"id": subscription_id, "customer": customer,
+                                            "organization_id": org["id"] if org else None}).fetchone()
+    if org is None and row["organization_id"] is not None:
+        # Locking the organization now would take the locks in the opposite order of every
+        # other path (organization, then subscription) and could deadlock; start over instead.
+        raise _OrganizationAppeared()
+    return row
 
 
 def _store_subscription(conn, row: dict) -> None:
