@@ -13,10 +13,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+# Keyed on the lock's content, not mtimes: a fresh checkout must not re-run `npm ci` (which
+# empties node_modules first) when the pinned CLI is already installed.
+NODE_STAMP := node_modules/.ascendos-$(shell sha1sum package-lock.json | cut -c1-12)
 
-install: $(STAMP) node_modules/.package-lock.json
+$(NODE_STAMP):
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 ## Run the whole app locally with the real Vercel CLI on embedded Postgres and Redis.
 dev: install
