@@ -6,6 +6,7 @@ from lib.http import Endpoint
 
 class handler(Endpoint):
     route = "/api/health"
+    maintenance_exempt = True
 
     def get(self, request):
         return check_health()

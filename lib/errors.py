@@ -93,6 +93,10 @@ class AuthUnavailable(ServiceUnavailable):
     code, default_message = "auth_unavailable", "Could not fetch the keys to verify the session"
 
 
+class MaintenanceMode(ServiceUnavailable):
+    code, default_message = "maintenance", "Down for maintenance, please retry later"
+
+
 class DatabaseUnavailable(ServiceUnavailable):
     code, default_message = "database_unavailable", "Database unavailable"
 

@@ -4,7 +4,7 @@ bounded by HEALTH_TIMEOUT_S so a dead dependency can't hang the route."""
 import concurrent.futures
 from datetime import datetime, timezone
 
-from lib import db, redis
+from lib import db, maintenance, redis
 from lib.config import settings
 from lib.http import Response
 from lib.observability import log, report
@@ -20,7 +20,8 @@ def _timestamp() -> str:
 
 def check_health() -> Response:
     """200 {"status": "healthy", ...} when every check passes, else 503 "unhealthy" with the
-    failing check marked "error". Error details go to the log and Sentry, never the body."""
+    failing check marked "error", plus `"maintenance": true` while maintenance mode is on.
+    Error details go to the log and Sentry, never the body."""
     timeout = settings().health_timeout_s
     futures = {name: _pool.submit(check) for name, check in _CHECKS.items()}
     done, _ = concurrent.futures.wait(futures.values(), timeout=timeout)
@@ -37,4 +38,6 @@ def check_health() -> Response:
     healthy = all(value == "ok" for value in checks.values())
     body = {"status": "healthy" if healthy else "unhealthy", "timestamp": _timestamp(),
             "checks": checks}
+    if maintenance.current().on:
+        body["maintenance"] = True
     return Response(200 if healthy else 503, body)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from lib import errors, observability
+from lib import errors, maintenance, observability
 from lib.config import settings
 from lib.observability import log, report
 
@@ -130,6 +130,8 @@ class Endpoint(BaseHTTPRequestHandler):
     """Base of the six route handlers. Subclasses set `route` and define verb methods."""
 
     route = "/"
+    # True for the routes that keep answering in maintenance mode (health, the Stripe webhook).
+    maintenance_exempt = False
     server_version = "ascendos"
     sys_version = ""
 
@@ -166,6 +168,8 @@ class Endpoint(BaseHTTPRequestHandler):
                 raise errors.MethodNotAllowed(
                     f"{self.command[:16]} is not allowed here",
                     headers={"Allow": ", ".join(self.allowed_methods())})
+            if not self.maintenance_exempt:
+                self._refuse_during_maintenance()
             request = Request(self, request_id)
             request.body()  # size cap (413) and framing checks before any route logic
             result = method(self, request)
@@ -177,6 +181,14 @@ class Endpoint(BaseHTTPRequestHandler):
         except Exception as exc:
             report(exc, route=self.route)
             return Response(500, error_body(errors.AppError(), request_id))
+
+    @staticmethod
+    def _refuse_during_maintenance() -> None:
+        # Cached per process (lib.maintenance.CACHE_S): no round trip on most warm requests.
+        state = maintenance.current()
+        if state.on:
+            raise errors.MaintenanceMode(state.message or None,
+                                         headers={"Retry-After": str(state.retry_after_s)})
 
     def _send(self, response: Response, request_id: str) -> None:
         payload = b"" if response.body is None else json.dumps(response.body, default=str).encode()

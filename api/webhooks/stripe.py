@@ -6,6 +6,7 @@ from lib.http import Endpoint
 
 class handler(Endpoint):
     route = "/api/webhooks/stripe"
+    maintenance_exempt = True  # billing keeps flowing during maintenance
 
     def post(self, request):
         return receive_stripe_webhook(request)

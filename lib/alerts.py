@@ -1,0 +1,65 @@
+"""The runbook's "Alerting Thresholds", in this one place, and their evaluation.
+
+| Metric            | Warning | Critical |
+|-------------------|---------|----------|
+| Error rate        | >1%     | >5%      |
+| Response time P95 | >2s     | >5s      |
+| Blocked IPs/hour  | >10     | >50      |
+| OpenAI errors     | >5%     | >20%     |
+
+A metric alerts when its value is strictly above a threshold (exactly 1% is not > 1%).
+Values are compared as exact fractions, so a rate computed from counts is never misjudged
+by float rounding at the boundary.
+"""
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    warning: Fraction
+    critical: Fraction
+    unit: str  # "ratio" (0..1), "ms" or "count"
+
+
+THRESHOLDS = (
+    Threshold("error_rate", Fraction(1, 100), Fraction(5, 100), "ratio"),
+    Threshold("p95_latency_ms", Fraction(2000), Fraction(5000), "ms"),
+    Threshold("blocked_ips_per_hour", Fraction(10), Fraction(50), "count"),
+    Threshold("openai_error_rate", Fraction(5, 100), Fraction(20, 100), "ratio"),
+)
+
+
+def level(threshold: Threshold, value: Fraction | int | float | None) -> str | None:
+    """"critical", "warning" or None (below both thresholds, or no data)."""
+    if value is None:
+        return None
+    exact = value if isinstance(value, Fraction) else Fraction(value)
+    if exact > threshold.critical:
+        return "critical"
+    if exact > threshold.warning:
+        return "warning"
+    return None
+
+
+def evaluate(values: dict[str, Fraction | int | float | None], window: str) -> list[dict]:
+    """One `{"metric", "value", "level", "threshold", "window"}` per metric above a threshold,
+    critical ones first. `values` maps metric names of THRESHOLDS to their current value
+    (missing or None = no data, never an alert). Pure: no I/O."""
+    alerts = []
+    for threshold in THRESHOLDS:
+        value = values.get(threshold.metric)
+        found = level(threshold, value)
+        if found:
+            limit = threshold.critical if found == "critical" else threshold.warning
+            alerts.append({"metric": threshold.metric, "value": _plain(value), "level": found,
+                           "threshold": _plain(limit), "unit": threshold.unit, "window": window})
+    return sorted(alerts, key=lambda alert: alert["level"] != "critical")
+
+
+def _plain(value) -> float | int:
+    if isinstance(value, Fraction):
+        return int(value) if value.denominator == 1 else round(float(value), 6)
+    return value

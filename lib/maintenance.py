@@ -1,0 +1,135 @@
+"""Maintenance mode (the runbook's "Maintenance Windows"): a flag that makes every route but
+health and the Stripe webhook answer 503 with Retry-After.
+
+The flag lives in Redis (key `maintenance`) and in Postgres (`app_flags`, name `maintenance`).
+Routes read Redis, and Postgres only while Redis is unreachable. The state is cached per
+process for CACHE_S seconds: a warm function pays no round trip for it on most requests, and a
+switch reaches every instance within CACHE_S. The cache is keyed by the settings object, so a
+`config.reload()` (tests, the CLI) starts from a fresh read.
+"""
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from lib import db, redis
+from lib.config import settings
+from lib.errors import AppError, ConfigError
+from lib.observability import log
+
+KEY = "maintenance"
+CACHE_S = 5.0
+DEFAULT_RETRY_AFTER_S = 600
+
+_lock = threading.Lock()
+_cache: tuple[object, float, "State"] | None = None
+
+
+@dataclass(frozen=True)
+class State:
+    on: bool
+    retry_after_s: int = DEFAULT_RETRY_AFTER_S
+    message: str | None = None
+    since: str | None = None
+    source: str = "redis"  # where the state was read: redis, database, or none (both unreachable)
+
+    @classmethod
+    def from_value(cls, value: dict | None, source: str) -> "State":
+        if not value:
+            return cls(False, source=source)
+        retry = value.get("retry_after_s")
+        return cls(True, retry if isinstance(retry, int) and retry > 0 else DEFAULT_RETRY_AFTER_S,
+                   value.get("message"), value.get("since"), source)
+
+
+def _read_redis() -> dict | None:
+    raw = redis.call(redis.client().get, KEY)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_database() -> dict | None:
+    row = db.run(lambda conn: conn.execute(
+        "SELECT value FROM app_flags WHERE name = %s", (KEY,)).fetchone())
+    return row["value"] if row else None
+
+
+def read() -> State:
+    """The flag from its stores, uncached: Redis, else Postgres, else off (fails open, so an
+    outage of both stores never turns into a self-inflicted 503 for every route)."""
+    try:
+        return State.from_value(_read_redis(), "redis")
+    except Exception as exc:  # on every request's path: any failure means "ask the database"
+        log("maintenance_redis_unavailable", level="warning", error_class=type(exc).__name__)
+    try:
+        return State.from_value(_read_database(), "database")
+    except Exception as exc:  # e.g. unreachable, or migration 0005 not applied yet
+        log("maintenance_database_unavailable", level="warning", error_class=type(exc).__name__)
+    return State(False, source="none")
+
+
+def current() -> State:
+    """The flag as routes see it: cached for CACHE_S per process. Never raises."""
+    global _cache
+    now = time.monotonic()
+    owner = settings()
+    cached = _cache
+    if cached is not None and cached[0] is owner and now < cached[1]:
+        return cached[2]
+    with _lock:
+        cached = _cache
+        if cached is not None and cached[0] is owner and now < cached[1]:
+            return cached[2]
+        state = read()
+        _cache = (owner, time.monotonic() + CACHE_S, state)
+        return state
+
+
+def _remember(state: State) -> None:
+    global _cache
+    with _lock:
+        _cache = (settings(), time.monotonic() + CACHE_S, state)
+
+
+def enable(retry_after_s: int = DEFAULT_RETRY_AFTER_S, message: str | None = None) -> list[str]:
+    """Turn maintenance on in both stores (Postgres first: it is the fallback that must hold).
+    Idempotent. Returns the stores that could not be written (empty = fully on)."""
+    value = {"retry_after_s": retry_after_s, "message": message,
+             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    failed = []
+    try:
+        db.run(lambda conn: conn.execute(
+            "INSERT INTO app_flags (name, value) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            (KEY, json.dumps(value))))
+    except (AppError, ConfigError):
+        failed.append("database")
+    try:
+        redis.call(redis.client().set, KEY, json.dumps(value))
+    except (redis.RedisUnavailable, ConfigError):
+        failed.append("redis")
+    _remember(State.from_value(value, "redis"))
+    return failed
+
+
+def disable() -> list[str]:
+    """Turn maintenance off in both stores. Idempotent. Returns the stores that could not be
+    written (empty = fully off)."""
+    failed = []
+    try:
+        redis.call(redis.client().delete, KEY)
+    except (redis.RedisUnavailable, ConfigError):
+        failed.append("redis")
+    try:
+        db.run(lambda conn: conn.execute("DELETE FROM app_flags WHERE name = %s", (KEY,)))
+    except (AppError, ConfigError):
+        failed.append("database")
+    _remember(State(False))
+    return failed

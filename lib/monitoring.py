@@ -1,0 +1,400 @@
+"""The runbook's monitoring dashboard: what GET /api/admin/monitoring answers.
+
+One call runs five SQL statements and a few Redis commands on four concurrent lanes:
+  1. summary: organizations by plan and subscription, trials ending, IP blocks of the last
+     hour and the last run of each cron, in one statement;
+  2. history: settle the rollup (`monitoring_daily`, see migration 0005), then read it plus the
+     raw rows of yesterday and today, in two statements;
+  3. live: requests, error rates and P95 latency over the last hour and 24 h, one statement;
+  4. Redis: `SCAN blocked:ip:*` (never KEYS) and the TTLs of the listed keys in one pipeline,
+     then their reasons from the ip_blocks table.
+Cost is bounded by the size of the window, not of the table: settled days come from the
+rollup, so only the last two days of raw generations rows are ever aggregated per call.
+
+Definitions: a "request" is a generations row that is not pending; every day is a UTC day;
+"7d" and "30d" are the last 7 and 30 UTC days including today; "1h" and "24h" are rolling.
+A settled day (ended more than 24 h ago) is computed once; later changes to its raw rows
+(an org deleted, a pending row resolved days later) are not reflected.
+"""
+
+import concurrent.futures
+import contextvars
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from fractions import Fraction
+
+from lib import alerts, db, redis
+from lib.errors import BadRequest, ConfigError
+from lib.observability import report
+
+DEFAULT_DAYS = 14
+MAX_DAYS = 90
+WEEKS = 8
+LISTED_IPS = 100
+BLOCKED_PREFIX = "blocked:ip:"
+JOBS = ("purge", "weekly-reminders")
+PLANS = ("TRIAL", "TEAM", "AGENCY")
+SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "canceled", "unpaid", "incomplete",
+                         "incomplete_expired", "paused")
+_DAYS = re.compile(r"^[0-9]{1,3}$")
+
+# Module-level so warm invocations reuse the threads (one per lane).
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="monitoring")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Every date one dashboard call reports on, derived from `now` (UTC)."""
+
+    now: datetime
+    days: int
+
+    @property
+    def today(self) -> date:
+        return self.now.date()
+
+    @property
+    def daily_start(self) -> date:
+        return self.today - timedelta(days=self.days - 1)
+
+    @property
+    def weekly_start(self) -> date:
+        return self.today - timedelta(days=self.today.weekday() + 7 * (WEEKS - 1))
+
+    @property
+    def history_start(self) -> date:
+        return min(self.daily_start, self.weekly_start, self.today - timedelta(days=29))
+
+    @property
+    def settled(self) -> date:
+        """The last day served from the rollup: it ended more than 24 h ago."""
+        return self.today - timedelta(days=2)
+
+    @property
+    def raw_from(self) -> datetime:
+        return _midnight(self.settled + timedelta(days=1))
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), timezone.utc)
+
+
+def parse_days(query: dict[str, str]) -> int:
+    """`?days=` (1..MAX_DAYS, default DEFAULT_DAYS); BadRequest for it out of bounds or any
+    other query parameter."""
+    unknown = sorted(set(query) - {"days"})
+    if unknown:
+        raise BadRequest(f"Unknown query parameter: {unknown[0][:40]}")
+    raw = query.get("days")
+    if raw is None:
+        return DEFAULT_DAYS
+    if not _DAYS.match(raw) or not 1 <= int(raw) <= MAX_DAYS:
+        raise BadRequest(f"days must be an integer from 1 to {MAX_DAYS}")
+    return int(raw)
+
+
+# --- lane 1: organizations, IP blocks of the last hour, crons --------------------------------
+
+_SUMMARY = """
+SELECT
+    (SELECT coalesce(json_agg(o), '[]') FROM (
+        SELECT plan, subscription_status AS status, count(*) AS n
+        FROM organizations GROUP BY plan, subscription_status) o) AS organizations,
+    (SELECT count(*) FROM organizations
+     WHERE plan = 'TRIAL' AND trial_ends_at > %(now)s
+       AND trial_ends_at <= %(now)s + interval '7 days') AS trials_ending_7d,
+    (SELECT count(DISTINCT ip) FROM ip_blocks
+     WHERE created_at > %(now)s - interval '1 hour' AND created_at <= %(now)s) AS blocked_last_hour,
+    (SELECT coalesce(json_agg(c), '[]') FROM (
+        SELECT DISTINCT ON (job) job, started_at, finished_at, status, complete, counts,
+               left(error, 300) AS error
+        FROM cron_runs ORDER BY job, started_at DESC) c) AS crons
+"""
+
+
+def _summary(window: Window) -> dict:
+    row = db.run(lambda conn: conn.execute(_SUMMARY, {"now": window.now}).fetchone())
+    by_plan = dict.fromkeys(PLANS, 0)
+    subscriptions = {**dict.fromkeys(SUBSCRIPTION_STATUSES, 0), "none": 0}
+    for group in row["organizations"]:
+        by_plan[group["plan"]] = by_plan.get(group["plan"], 0) + group["n"]
+        status = group["status"] or "none"
+        subscriptions[status] = subscriptions.get(status, 0) + group["n"]
+    last_runs = {run["job"]: run for run in row["crons"]}
+    crons = [last_runs.pop(job, None) or {"job": job, "started_at": None, "finished_at": None,
+                                          "status": None, "complete": None, "counts": {},
+                                          "error": None}
+             for job in JOBS]
+    crons += sorted(last_runs.values(), key=lambda run: run["job"])
+    return {
+        "organizations": {"by_plan": by_plan, "total": sum(by_plan.values()),
+                          "subscriptions": subscriptions,
+                          "trials_ending_7d": row["trials_ending_7d"]},
+        "blocked_last_hour": row["blocked_last_hour"],
+        "crons": crons,
+    }
+
+
+# --- lane 2: daily history (rollup of settled days + raw rows of the last two days) ----------
+
+# One statement: the settled days of the window not in the rollup yet are aggregated from the
+# raw rows plus the purge's usage_daily (the two are disjoint: the purge moves rows from one to
+# the other in one transaction, and a statement sees one snapshot), then recorded. Two calls
+# at once: the second waits on monitoring_days' key and inserts nothing for that day.
+_SETTLE = """
+WITH missing AS (
+    SELECT d::date AS day
+    FROM generate_series(%(start)s::date, %(settled)s::date, interval '1 day') AS d
+    WHERE NOT EXISTS (SELECT 1 FROM monitoring_days m WHERE m.day = d::date)
+), raw AS (
+    SELECT (created_at AT TIME ZONE 'UTC')::date AS day, coalesce(provider, '') AS provider,
+           coalesce(model, '') AS model, count(*) AS requests,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cost_usd) AS cost_usd
+    FROM generations
+    WHERE status <> 'pending'
+      AND created_at >= ((SELECT min(day) FROM missing)::timestamp AT TIME ZONE 'UTC')
+      AND created_at < (((SELECT max(day) FROM missing) + 1)::timestamp AT TIME ZONE 'UTC')
+    GROUP BY 1, 2, 3
+), totals AS (
+    SELECT day, provider, model, sum(requests) AS requests, sum(failed) AS failed,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cost_usd) AS cost_usd
+    FROM (SELECT * FROM raw
+          UNION ALL
+          SELECT day, provider, model, requests, failed, input_tokens, output_tokens, cost_usd
+          FROM usage_daily WHERE day IN (SELECT day FROM missing)) both_sources
+    WHERE day IN (SELECT day FROM missing)
+    GROUP BY day, provider, model
+), claimed AS (
+    INSERT INTO monitoring_days (day) SELECT day FROM missing
+    ON CONFLICT DO NOTHING RETURNING day
+)
+INSERT INTO monitoring_daily (day, provider, model, requests, failed, input_tokens,
+                              output_tokens, cost_usd)
+SELECT t.* FROM totals t JOIN claimed USING (day)
+"""
+
+_HISTORY = """
+SELECT day, provider, model, requests, failed, input_tokens, output_tokens, cost_usd
+FROM monitoring_daily WHERE day >= %(start)s AND day <= %(settled)s
+UNION ALL
+SELECT day, provider, model, sum(requests), sum(failed), sum(input_tokens),
+       sum(output_tokens), sum(cost_usd)
+FROM (
+    SELECT (created_at AT TIME ZONE 'UTC')::date AS day, coalesce(provider, '') AS provider,
+           coalesce(model, '') AS model, 1 AS requests, (status = 'failed')::int AS failed,
+           input_tokens, output_tokens, cost_usd
+    FROM generations
+    WHERE status <> 'pending' AND created_at >= %(raw_from)s AND created_at <= %(now)s
+    UNION ALL
+    SELECT day, provider, model, requests, failed, input_tokens, output_tokens, cost_usd
+    FROM usage_daily WHERE day > %(settled)s AND day <= %(today)s
+) recent
+GROUP BY day, provider, model
+"""
+
+
+def settle(window: Window) -> int:
+    """Compute the rollup of every settled day of the window not computed yet. Idempotent and
+    safe under concurrent calls (one statement). Returns the number of rollup rows written."""
+    params = {"start": window.history_start, "settled": window.settled}
+    return db.run(lambda conn: conn.execute(_SETTLE, params).rowcount)
+
+
+def _history_rows(window: Window) -> list[dict]:
+    settle(window)
+    params = {"start": window.history_start, "settled": window.settled, "today": window.today,
+              "raw_from": window.raw_from, "now": window.now}
+    return db.run(lambda conn: conn.execute(_HISTORY, params).fetchall())
+
+
+def _iso_week(day: date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _totals(rows: list[dict]) -> dict:
+    input_tokens = sum(int(r["input_tokens"]) for r in rows)
+    output_tokens = sum(int(r["output_tokens"]) for r in rows)
+    return {"requests": sum(int(r["requests"]) for r in rows), "input_tokens": input_tokens,
+            "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens,
+            "cost_usd": round(float(sum(r["cost_usd"] for r in rows)), 6)}
+
+
+def _history(window: Window, rows: list[dict]) -> tuple[dict, dict]:
+    """(generations, tokens-by-day-window) from the per-day rows."""
+    per_day: dict[date, list[int]] = {}
+    for row in rows:
+        counts = per_day.setdefault(row["day"], [0, 0])
+        counts[0] += int(row["requests"])
+        counts[1] += int(row["failed"])
+    daily = []
+    for offset in range(window.days):
+        day = window.daily_start + timedelta(days=offset)
+        count, failed = per_day.get(day, (0, 0))
+        daily.append({"date": day.isoformat(), "count": count, "failed": failed})
+    weekly = []
+    for offset in range(WEEKS):
+        monday = window.weekly_start + timedelta(days=7 * offset)
+        count = sum(per_day.get(monday + timedelta(days=d), (0, 0))[0] for d in range(7))
+        weekly.append({"week": _iso_week(monday), "count": count})
+
+    week_from, month_from = window.today - timedelta(days=6), window.today - timedelta(days=29)
+    month = [r for r in rows if r["day"] >= month_from]
+    models: dict[tuple[str, str], list[dict]] = {}
+    for row in month:
+        models.setdefault((row["provider"], row["model"]), []).append(row)
+    by_model = [{"provider": provider or None, "model": model or None, **_totals(group)}
+                for (provider, model), group in models.items()]
+    by_model.sort(key=lambda m: (-m["cost_usd"], -m["total_tokens"], m["model"] or ""))
+    tokens = {"7d": {"since": week_from.isoformat(),
+                     **_totals([r for r in rows if r["day"] >= week_from])},
+              "30d": {"since": month_from.isoformat(), **_totals(month)},
+              "by_model": by_model}
+    return {"daily": daily, "weekly": weekly}, tokens
+
+
+# --- lane 3: the last hour and 24 h of raw rows ----------------------------------------------
+
+# The OpenAI attempt failed when the request fell back, or failed on OpenAI itself.
+_LIVE = """
+SELECT w.name, count(g.id) AS requests,
+       count(g.id) FILTER (WHERE g.status = 'failed') AS failed,
+       count(g.id) FILTER (WHERE g.fallback OR (g.provider = 'openai' AND g.status = 'failed'))
+           AS openai_failed,
+       count(g.id) FILTER (WHERE g.fallback) AS fallbacks,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY g.latency_ms) AS p95_latency_ms,
+       coalesce(sum(g.input_tokens), 0) AS input_tokens,
+       coalesce(sum(g.output_tokens), 0) AS output_tokens,
+       coalesce(sum(g.cost_usd), 0) AS cost_usd
+FROM (VALUES ('1h', %(now)s - interval '1 hour'), ('24h', %(now)s - interval '24 hours'))
+         AS w (name, since)
+LEFT JOIN generations g
+       ON g.status <> 'pending' AND g.created_at > w.since AND g.created_at <= %(now)s
+GROUP BY w.name
+"""
+
+
+def _rate(part: int, whole: int) -> Fraction | None:
+    return Fraction(part, whole) if whole else None
+
+
+def _live(window: Window) -> dict[str, dict]:
+    rows = db.run(lambda conn: conn.execute(_LIVE, {"now": window.now}).fetchall())
+    out = {}
+    for row in rows:
+        p95 = row["p95_latency_ms"]
+        out[row["name"]] = {
+            "requests": row["requests"], "failed": row["failed"],
+            "error_rate": _rate(row["failed"], row["requests"]),
+            "openai_error_rate": _rate(row["openai_failed"], row["requests"]),
+            "fallback_rate": _rate(row["fallbacks"], row["requests"]),
+            "p95_latency_ms": None if p95 is None else Fraction(p95).limit_denominator(1000),
+            "tokens": _totals([{**row, "requests": row["requests"]}]),
+        }
+    return out
+
+
+# --- lane 4: blocked IPs (Redis, then their reasons) ------------------------------------------
+
+def _scan_blocked() -> list[str]:
+    client, keys, cursor = redis.client(), [], 0
+    while True:
+        cursor, page = redis.call(client.scan, cursor, match=BLOCKED_PREFIX + "*", count=1000)
+        keys.extend(page)
+        if int(cursor) == 0:
+            return keys
+
+
+_REASONS = """
+SELECT DISTINCT ON (ip) host(ip) AS ip, reason, source
+FROM ip_blocks WHERE ip = ANY(%(ips)s::inet[])
+ORDER BY ip, expires_at DESC
+"""
+
+
+def _blocked_ips() -> dict:
+    """{"count", "ips": [...]} from Redis; {"error": "unavailable"} when Redis can't answer."""
+    try:
+        keys = _scan_blocked()
+        listed = sorted(set(keys))[:LISTED_IPS]
+        ttls = []
+        if listed:
+            pipeline = redis.client().pipeline()
+            for key in listed:
+                pipeline.ttl(key)
+            ttls = redis.call(pipeline.exec)
+    except (redis.RedisUnavailable, ConfigError) as exc:
+        report(exc, part="blocked_ips")
+        return {"error": "unavailable"}
+    ips = [key.removeprefix(BLOCKED_PREFIX) for key in listed]
+    reasons = {}
+    valid = [ip for ip in ips if _is_ip(ip)]
+    if valid:
+        rows = db.run(lambda conn: conn.execute(_REASONS, {"ips": valid}).fetchall())
+        reasons = {row["ip"]: row for row in rows}
+    entries = [{"ip": ip, "ttl_seconds": ttl if isinstance(ttl, int) and ttl >= 0 else None,
+                "reason": (reasons.get(ip) or {}).get("reason"),
+                "source": (reasons.get(ip) or {}).get("source")}
+               for ip, ttl in zip(ips, ttls)]
+    entries.sort(key=lambda e: -(e["ttl_seconds"] or 0))
+    return {"count": len(set(keys)), "ips": entries}
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the payload ------------------------------------------------------------------------------
+
+def _public(metrics: dict) -> dict:
+    def plain(value):
+        if isinstance(value, Fraction):
+            return round(float(value), 6)
+        return value
+
+    return {"requests": metrics["requests"], "failed": metrics["failed"],
+            "error_rate": plain(metrics["error_rate"]),
+            "openai_error_rate": plain(metrics["openai_error_rate"]),
+            "fallback_rate": plain(metrics["fallback_rate"]),
+            "p95_latency_ms": plain(metrics["p95_latency_ms"])}
+
+
+def dashboard(days: int = DEFAULT_DAYS, now: datetime | None = None) -> dict:
+    """The whole payload. Read-only apart from settling the rollup (idempotent). Raises
+    DatabaseUnavailable when Postgres fails; Redis trouble degrades only `blocked_ips`."""
+    window = Window((now or datetime.now(timezone.utc)).astimezone(timezone.utc), days)
+    lanes = {name: _pool.submit(contextvars.copy_context().run, work, *args)  # keeps request_id
+             for name, work, args in (("summary", _summary, (window,)),
+                                      ("history", _history_rows, (window,)),
+                                      ("live", _live, (window,)),
+                                      ("blocked", _blocked_ips, ()))}
+    results = {name: future.result() for name, future in lanes.items()}
+    summary, live = results["summary"], results["live"]
+    generations, tokens = _history(window, results["history"])
+    tokens = {"24h": live["24h"]["tokens"], **tokens}
+    blocked = results["blocked"]
+    blocked["last_hour"] = summary["blocked_last_hour"]
+    hour = live["1h"]
+    current = {"error_rate": hour["error_rate"], "p95_latency_ms": hour["p95_latency_ms"],
+               "openai_error_rate": hour["openai_error_rate"],
+               "blocked_ips_per_hour": summary["blocked_last_hour"]}
+    return {
+        "generated_at": window.now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "days": days,
+        "organizations": summary["organizations"],
+        "generations": generations,
+        "blocked_ips": blocked,
+        "tokens": tokens,
+        "llm": {name: _public(live[name]) for name in ("1h", "24h")},
+        "crons": summary["crons"],
+        "alerts": alerts.evaluate(current, window="1h"),
+    }
