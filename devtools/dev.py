@@ -74,6 +74,11 @@ def prepare() -> tuple[dict[str, str], list]:
     if not env.get("CRON_SECRET"):
         env["CRON_SECRET"] = dev_cron_secret()
         print("cron: CRON_SECRET set to a generated dev value (python -m ops cron NAME uses it)")
+    if not env.get("CLERK_JWT_KEY") and not env.get("CLERK_SECRET_KEY"):
+        from devtools import dev_keys
+
+        env["CLERK_JWT_KEY"] = dev_keys.public_pem()
+        print(f"auth: dev key pair in {dev_keys.DIR} (tokens: python -m ops dev-token --user ID)")
     from lib import migrate
 
     applied = migrate.apply(env["DATABASE_URL"])

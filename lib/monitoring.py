@@ -205,6 +205,12 @@ def settle(window: Window) -> int:
     return db.run(lambda conn: conn.execute(_SETTLE, params).rowcount)
 
 
+def forget_rollup() -> None:
+    """Drop the settled-day rollup, so the next call recomputes it from the raw rows and
+    usage_daily. Needed only after history was rewritten (a backfill, `ops seed-demo`)."""
+    db.run(lambda conn: conn.execute("DELETE FROM monitoring_days"))
+
+
 def _history_rows(window: Window) -> list[dict]:
     settle(window)
     params = {"start": window.history_start, "settled": window.settled, "today": window.today,

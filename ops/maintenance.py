@@ -1,0 +1,41 @@
+"""`maintenance on|off|status`: the runbook's maintenance mode. While on, every route but
+/api/health and the Stripe webhook answers 503 with Retry-After, and health reports
+`"maintenance": true`. Running instances notice within a few seconds (their cache)."""
+
+import argparse
+
+from lib import maintenance
+
+
+def register(commands) -> None:
+    p = commands.add_parser("maintenance", help="turn maintenance mode on or off, or show it",
+                            description=__doc__)
+    p.add_argument("action", choices=["on", "off", "status"])
+    p.add_argument("--retry-after", type=int, default=maintenance.DEFAULT_RETRY_AFTER_S,
+                   metavar="SECONDS", help="Retry-After sent with each 503 (default %(default)s)")
+    p.add_argument("--message", help="the 503's error message (default: a generic one)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        state = maintenance.read()
+        if state.source == "none":
+            print("maintenance: unknown (neither Redis nor Postgres answered)")
+            return 1
+        detail = f" since {state.since}, Retry-After {state.retry_after_s}s" if state.on else ""
+        print(f"maintenance: {'ON' if state.on else 'off'}{detail} (read from {state.source})")
+        return 0
+    if args.action == "on":
+        if not 1 <= args.retry_after <= 86400:
+            raise SystemExit("error: --retry-after must be between 1 and 86400 seconds")
+        failed = maintenance.enable(args.retry_after, (args.message or "").strip()[:200] or None)
+    else:
+        failed = maintenance.disable()
+    if failed:
+        print(f"error: could not update {' and '.join(failed)}; routes read Redis first and "
+              "Postgres only while Redis is down. Fix the store and run this again.")
+        return 1
+    print(f"maintenance {args.action}: Redis and Postgres updated; instances follow within "
+          f"{maintenance.CACHE_S:g} s")
+    return 0
