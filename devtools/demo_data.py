@@ -29,7 +29,7 @@ class Seeded:
     generations: int = 0
     rolled_up_days: int = 0
     cron_runs: int = 0
-    ip_blocks: list[tuple[str, str]] = field(default_factory=list)  # (ip, reason) still active
+    ip_blocks: list[tuple[str, str, datetime]] = field(default_factory=list)  # active: ip, reason, until
 
 
 def _plan(rng: random.Random) -> str:
@@ -162,7 +162,7 @@ def seed(conn, *, organizations: int = 40, generations: int = 20_000, days: int 
                          " VALUES (%s, %s, %s, %s, %s)",
                          (ip, reason, source, created, created + timedelta(hours=24)))
             if created + timedelta(hours=24) > now:
-                result.ip_blocks.append((ip, reason))
+                result.ip_blocks.append((ip, reason, created + timedelta(hours=24)))
     return result
 
 

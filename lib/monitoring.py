@@ -6,8 +6,8 @@ One call runs five SQL statements and a few Redis commands on four concurrent la
   2. history: settle the rollup (`monitoring_daily`, see migration 0005), then read it plus the
      raw rows of yesterday and today, in two statements;
   3. live: requests, error rates and P95 latency over the last hour and 24 h, one statement;
-  4. Redis: `SCAN blocked:ip:*` (never KEYS) and the TTLs of the listed keys in one pipeline,
-     then their reasons from the ip_blocks table.
+  4. Redis: `SCAN blocked:ip:*` (never KEYS) for the count, then lib.ip_blocks' listing of
+     up to 100 (TTLs in one pipeline, reasons in one statement).
 Cost is bounded by the size of the window, not of the table: settled days come from the
 rollup, so only the last two days of raw generations rows are ever aggregated per call.
 
@@ -19,13 +19,12 @@ A settled day (ended more than 24 h ago) is computed once; later changes to its 
 
 import concurrent.futures
 import contextvars
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 
-from lib import alerts, db, redis
+from lib import alerts, db, ip_blocks, redis
 from lib.errors import BadRequest, ConfigError
 from lib.observability import report
 
@@ -33,7 +32,6 @@ DEFAULT_DAYS = 14
 MAX_DAYS = 90
 WEEKS = 8
 LISTED_IPS = 100
-BLOCKED_PREFIX = "blocked:ip:"
 JOBS = ("purge", "weekly-reminders")
 PLANS = ("TRIAL", "TEAM", "AGENCY")
 SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "canceled", "unpaid", "incomplete",
@@ -307,56 +305,27 @@ def _live(window: Window) -> dict[str, dict]:
 
 # --- lane 4: blocked IPs (Redis, then their reasons) ------------------------------------------
 
-def _scan_blocked() -> list[str]:
-    client, keys, cursor = redis.client(), [], 0
-    while True:
-        cursor, page = redis.call(client.scan, cursor, match=BLOCKED_PREFIX + "*", count=1000)
-        keys.extend(page)
+def _count_blocked() -> int:
+    client, keys, cursor = redis.client(), set(), 0
+    while True:  # SCAN may return a key twice; a set counts it once
+        cursor, page = redis.call(client.scan, cursor, match=ip_blocks.KEY_PREFIX + "*", count=1000)
+        keys.update(page)
         if int(cursor) == 0:
-            return keys
-
-
-_REASONS = """
-SELECT DISTINCT ON (ip) host(ip) AS ip, reason, source
-FROM ip_blocks WHERE ip = ANY(%(ips)s::inet[])
-ORDER BY ip, expires_at DESC
-"""
+            return len(keys)
 
 
 def _blocked_ips() -> dict:
-    """{"count", "ips": [...]} from Redis; {"error": "unavailable"} when Redis can't answer."""
+    """{"count", "ips": [...]} from Redis (reasons from ip_blocks); {"error": "unavailable"}
+    when Redis can't answer."""
     try:
-        keys = _scan_blocked()
-        listed = sorted(set(keys))[:LISTED_IPS]
-        ttls = []
-        if listed:
-            pipeline = redis.client().pipeline()
-            for key in listed:
-                pipeline.ttl(key)
-            ttls = redis.call(pipeline.exec)
+        count = _count_blocked()
+        listed = ip_blocks.list_blocked(limit=LISTED_IPS) if count else []
     except (redis.RedisUnavailable, ConfigError) as exc:
         report(exc, part="blocked_ips")
         return {"error": "unavailable"}
-    ips = [key.removeprefix(BLOCKED_PREFIX) for key in listed]
-    reasons = {}
-    valid = [ip for ip in ips if _is_ip(ip)]
-    if valid:
-        rows = db.run(lambda conn: conn.execute(_REASONS, {"ips": valid}).fetchall())
-        reasons = {row["ip"]: row for row in rows}
-    entries = [{"ip": ip, "ttl_seconds": ttl if isinstance(ttl, int) and ttl >= 0 else None,
-                "reason": (reasons.get(ip) or {}).get("reason"),
-                "source": (reasons.get(ip) or {}).get("source")}
-               for ip, ttl in zip(ips, ttls)]
-    entries.sort(key=lambda e: -(e["ttl_seconds"] or 0))
-    return {"count": len(set(keys)), "ips": entries}
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    listed = sorted(listed, key=lambda b: (-(b.ttl_s or 0), b.ip))
+    return {"count": count, "ips": [{"ip": b.ip, "ttl_seconds": b.ttl_s, "reason": b.reason,
+                                     "source": b.source} for b in listed]}
 
 
 # --- the payload ------------------------------------------------------------------------------

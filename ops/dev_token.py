@@ -5,6 +5,7 @@ import argparse
 
 from devtools import dev_keys
 from lib.auth import ROLES
+from ops.arguments import int_range
 
 
 def register(commands) -> None:
@@ -16,7 +17,8 @@ def register(commands) -> None:
     p.add_argument("--org", help="active organization id (o.id); omitted = personal org")
     p.add_argument("--role", type=str.upper, choices=ROLES, help="metadata.role (default MEMBER)")
     p.add_argument("--email")
-    p.add_argument("--ttl", type=int, default=3600, help="validity in seconds (default 3600)")
+    p.add_argument("--ttl", type=int_range(1, 7 * 86400), default=3600,
+                   help="validity in seconds (default 3600, at most a week)")
     p.add_argument("--show-key", action="store_true",
                    help="print the public key (CLERK_JWT_KEY value, one line) instead")
     p.set_defaults(run=run)
@@ -26,7 +28,5 @@ def run(args: argparse.Namespace) -> int:
     if args.show_key:
         print(dev_keys.public_pem().strip().replace("\n", "\\n"))
         return 0
-    if not 1 <= args.ttl <= 7 * 86400:
-        raise SystemExit("error: --ttl must be between 1 and 604800 seconds")
     print(dev_keys.mint(args.user, args.org, args.role, args.email, ttl_s=args.ttl))
     return 0

@@ -7,6 +7,7 @@ import ipaddress
 import json
 
 from lib import ip_blocks
+from ops.arguments import int_range
 
 
 def _ip(value: str) -> str:
@@ -40,7 +41,7 @@ def register(commands) -> None:
 
     p = commands.add_parser("blocked", help="list blocked IPs with TTL and reason",
                             description=__doc__)
-    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    p.add_argument("--limit", type=int_range(1, 10000), default=100, help="at most this many (default 100)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_blocked)
 
@@ -66,8 +67,6 @@ def _duration(seconds: int | None) -> str:
 
 
 def cmd_blocked(args: argparse.Namespace) -> int:
-    if not 1 <= args.limit <= 10000:
-        raise SystemExit("error: --limit must be between 1 and 10000")
     blocked = sorted(ip_blocks.list_blocked(limit=args.limit), key=lambda b: -(b.ttl_s or 0))
     if args.json:
         print(json.dumps([{"ip": b.ip, "ttl_seconds": b.ttl_s, "reason": b.reason,

@@ -5,13 +5,14 @@
 import argparse
 
 from lib import maintenance
+from ops.arguments import int_range
 
 
 def register(commands) -> None:
     p = commands.add_parser("maintenance", help="turn maintenance mode on or off, or show it",
                             description=__doc__)
     p.add_argument("action", choices=["on", "off", "status"])
-    p.add_argument("--retry-after", type=int, default=maintenance.DEFAULT_RETRY_AFTER_S,
+    p.add_argument("--retry-after", type=int_range(1, 86400), default=maintenance.DEFAULT_RETRY_AFTER_S,
                    metavar="SECONDS", help="Retry-After sent with each 503 (default %(default)s)")
     p.add_argument("--message", help="the 503's error message (default: a generic one)")
     p.set_defaults(run=run)
@@ -27,8 +28,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"maintenance: {'ON' if state.on else 'off'}{detail} (read from {state.source})")
         return 0
     if args.action == "on":
-        if not 1 <= args.retry_after <= 86400:
-            raise SystemExit("error: --retry-after must be between 1 and 86400 seconds")
         failed = maintenance.enable(args.retry_after, (args.message or "").strip()[:200] or None)
     else:
         failed = maintenance.disable()

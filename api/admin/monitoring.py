@@ -1,8 +1,13 @@
-"""GET /api/admin/monitoring: the runbook's dashboard metrics (OWNER only). Not implemented yet."""
+"""GET /api/admin/monitoring: the runbook's dashboard metrics and alerts (OWNER only)."""
 
-from lib.http import Endpoint, not_implemented
+from lib.auth import authenticate, require_role
+from lib.http import Endpoint
+from lib.monitoring import dashboard, parse_days
 
 
 class handler(Endpoint):
     route = "/api/admin/monitoring"
-    get = not_implemented
+
+    def get(self, request):
+        require_role(authenticate(request), "OWNER")
+        return dashboard(parse_days(request.query))
