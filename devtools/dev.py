@@ -78,7 +78,7 @@ def prepare() -> tuple[dict[str, str], list]:
         from devtools import dev_keys
 
         env["CLERK_JWT_KEY"] = dev_keys.public_pem()
-        print(f"auth: dev key pair in {dev_keys.DIR} (tokens: python -m ops dev-token --user ID)")
+        print(f"auth: dev key pair in {dev_keys.directory()} (tokens: python -m ops dev-token --user ID)")
     from lib import migrate
 
     applied = migrate.apply(env["DATABASE_URL"])

@@ -4,6 +4,7 @@ Clerk-shaped session tokens with the private half. Kept under `.data/dev-keys/` 
 never used outside local development.
 """
 
+import os
 import time
 from pathlib import Path
 
@@ -13,16 +14,22 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devtools.services import DATA
 
-DIR = DATA / "dev-keys"
+DEFAULT_DIR = DATA / "dev-keys"
+
+
+def directory() -> Path:
+    """Where the pair lives: DEV_KEYS_DIR (tests use a temporary one), else .data/dev-keys."""
+    return Path(os.environ.get("DEV_KEYS_DIR") or DEFAULT_DIR)
 ISSUER = "https://clerk.dev.local"
 KID = "ins_dev_local"
 
 
-def key_pair(directory: Path = DIR) -> tuple[str, str]:
+def key_pair() -> tuple[str, str]:
     """(private PEM, public PEM), created on first use (RSA 2048, private file mode 0600)."""
-    private_path, public_path = directory / "private.pem", directory / "public.pem"
+    folder = directory()
+    private_path, public_path = folder / "private.pem", folder / "public.pem"
     if not private_path.exists() or not public_path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
@@ -34,16 +41,15 @@ def key_pair(directory: Path = DIR) -> tuple[str, str]:
     return private_path.read_text(), public_path.read_text()
 
 
-def public_pem(directory: Path = DIR) -> str:
-    return key_pair(directory)[1]
+def public_pem() -> str:
+    return key_pair()[1]
 
 
 def mint(user_id: str, org_id: str | None = None, role: str | None = None,
-         email: str | None = None, *, ttl_s: int = 3600, azp: str = "http://localhost:3000",
-         directory: Path = DIR) -> str:
+         email: str | None = None, *, ttl_s: int = 3600, azp: str = "http://localhost:3000") -> str:
     """A Clerk v2-shaped session token (org in `o.id`, role in `metadata.role`) signed RS256
     with the dev private key, valid for `ttl_s` seconds (longer than Clerk's 60 s, for curl)."""
-    private, _ = key_pair(directory)
+    private, _ = key_pair()
     now = int(time.time())
     claims = {"sub": user_id, "sid": f"sess_dev_{user_id}", "iss": ISSUER, "azp": azp, "v": 2,
               "iat": now, "nbf": now - 5, "exp": now + ttl_s}

@@ -8,8 +8,8 @@
 | OpenAI errors     | >5%     | >20%     |
 
 A metric alerts when its value is strictly above a threshold (exactly 1% is not > 1%).
-Values are compared as exact fractions, so a rate computed from counts is never misjudged
-by float rounding at the boundary.
+Values are compared as exact fractions (a float at its shortest decimal form), so a rate
+computed from counts is never misjudged by float rounding at the boundary.
 """
 
 from dataclasses import dataclass
@@ -36,7 +36,8 @@ def level(threshold: Threshold, value: Fraction | int | float | None) -> str | N
     """"critical", "warning" or None (below both thresholds, or no data)."""
     if value is None:
         return None
-    exact = value if isinstance(value, Fraction) else Fraction(value)
+    # A float is taken at its shortest decimal form: Fraction(0.01) is slightly above 1/100.
+    exact = Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
     if exact > threshold.critical:
         return "critical"
     if exact > threshold.warning:
