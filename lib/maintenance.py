@@ -37,8 +37,10 @@ class State:
 
     @classmethod
     def from_value(cls, value: dict | None, source: str) -> "State":
-        if not value:
+        """None = no flag (off); any stored value, even an unreadable one, means on."""
+        if value is None:
             return cls(False, source=source)
+        value = value if isinstance(value, dict) else {}
         retry = value.get("retry_after_s")
         return cls(True, retry if isinstance(retry, int) and retry > 0 else DEFAULT_RETRY_AFTER_S,
                    value.get("message"), value.get("since"), source)
