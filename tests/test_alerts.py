@@ -4,25 +4,14 @@ real dashboard on seeded rows, and through lib.alerts itself at the exact bounda
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 
-import psycopg
 import pytest
 
 from lib import alerts, monitoring
 from tests.support import monitoring_data as data
+from tests.support.monitoring_data import conn, org  # noqa: F401 (fixtures)
 
 NOW = datetime(2027, 1, 6, 12, 0, tzinfo=timezone.utc)
 RECENT = NOW - timedelta(minutes=5)
-
-
-@pytest.fixture
-def conn(app_env):
-    with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def org(conn):
-    return data.organization(conn, "TEAM", "active")
 
 
 def _alert(metric: str) -> dict | None:

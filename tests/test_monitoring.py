@@ -3,26 +3,15 @@
 
 from datetime import date, datetime, timedelta, timezone
 
-import psycopg
 import pytest
 
 from lib import monitoring
 from lib.errors import BadRequest
 from tests.support import monitoring_data as data
+from tests.support.monitoring_data import conn, org  # noqa: F401 (fixtures)
 
 NOW = datetime(2027, 1, 6, 12, 0, tzinfo=timezone.utc)
 TODAY = NOW.date()
-
-
-@pytest.fixture
-def conn(app_env):
-    with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
-def org(conn):
-    return data.organization(conn, "TEAM", "active")
 
 
 def _day(offset: int) -> datetime:

@@ -1,9 +1,25 @@
-"""Rows for the monitoring tests, written with plain SQL (what issues 3 and 5 write)."""
+"""Rows for the monitoring tests, written with plain SQL (what generate and the crons write),
+and the fixtures that hold them: `conn` (autocommit, on the test database) and `org`."""
 
 import itertools
 from datetime import date, datetime
 
+import psycopg
+import pytest
+
 _ids = itertools.count(1)
+
+
+@pytest.fixture
+def conn(app_env):
+    with psycopg.connect(app_env["DATABASE_URL"], autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def org(conn):
+    """An active TEAM organization's id."""
+    return organization(conn, "TEAM", "active")
 
 
 def organization(conn, plan: str = "TEAM", status: str | None = None,
