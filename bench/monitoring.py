@@ -40,20 +40,21 @@ WARM_CALLS = 25
 COLD_CALLS = 3
 TOKEN = "bench-upstash-token"
 
-# One year of history, busier recently, 1.5% failed, 4% fallbacks, spread over every org.
+# One year of history, busier recently, 5.5% fallbacks (1.5% of all failed on both
+# providers), spread over every org.
 _GENERATIONS = """
 WITH numbered AS (SELECT id, row_number() OVER () AS k FROM organizations),
      draws AS (SELECT 1 + floor(random() * %(orgs)s)::int AS k, random() AS r,
                       random() AS t FROM generate_series(1, %(n)s))
 INSERT INTO generations (organization_id, status, provider, model, input_tokens, output_tokens,
-                         cost_usd, latency_ms, fallback, created_at)
+                         cost_usd, latency_ms, fallback, fallback_reason, created_at)
 SELECT numbered.id,
        CASE WHEN r < 0.015 THEN 'failed' ELSE 'succeeded' END,
        CASE WHEN r < 0.055 THEN 'anthropic' ELSE 'openai' END,
        CASE WHEN r < 0.055 THEN 'claude-3-5-haiku-latest'
             WHEN r < 0.2 THEN 'gpt-4o' ELSE 'gpt-4o-mini' END,
        200 + (r * 600)::int, 300 + (t * 900)::int, r * 0.01,
-       300 + ((1 - r) * 1500)::int, r BETWEEN 0.015 AND 0.055,
+       300 + ((1 - r) * 1500)::int, r < 0.055, CASE WHEN r < 0.055 THEN 'server_error' END,
        %(now)s - (t ^ 1.3) * interval '365 days'
 FROM draws JOIN numbered USING (k)
 ORDER BY 10  -- in time order, as production appends them (recent rows share pages)

@@ -63,7 +63,7 @@ def _generation(rng: random.Random, created: datetime) -> tuple:
         return ("pending", None, None, 0, 0, 0, None, False, None, None, None)
     if roll < 0.012:  # both providers failed
         return ("failed", "anthropic", "claude-3-5-haiku-latest", 0, 0, 0, latency * 3, True,
-                "openai_5xx", "APIStatusError", created + timedelta(milliseconds=latency * 3))
+                "server_error", "APIStatusError", created + timedelta(milliseconds=latency * 3))
     if roll < 0.05:  # OpenAI failed, Anthropic answered
         provider, model, fallback = "anthropic", "claude-3-5-haiku-latest", True
         latency *= 2
@@ -73,7 +73,7 @@ def _generation(rng: random.Random, created: datetime) -> tuple:
     price_in, price_out = _MODELS[(provider, model)]
     cost = round((input_tokens * price_in + output_tokens * price_out) / 1e6, 8)
     return ("succeeded", provider, model, input_tokens, output_tokens, cost, latency, fallback,
-            "openai_429" if fallback else None, None, created + timedelta(milliseconds=latency))
+            "rate_limited" if fallback else None, None, created + timedelta(milliseconds=latency))
 
 
 def seed(conn, *, organizations: int = 40, generations: int = 20_000, days: int = 120,

@@ -37,6 +37,8 @@ PLANS = ("TRIAL", "TEAM", "AGENCY")
 SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "canceled", "unpaid", "incomplete",
                          "incomplete_expired", "paused")
 _DAYS = re.compile(r"^[0-9]{1,3}$")
+# fallback_reason values that mean OpenAI was not tried at all (lib/llm).
+OPENAI_SKIPPED = ("circuit_open", "not_configured")
 
 # Module-level so warm invocations reuse the threads (one per lane).
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="monitoring")
@@ -265,19 +267,26 @@ def _history(window: Window, rows: list[dict]) -> tuple[dict, dict]:
 # --- lane 3: the last hour and 24 h of raw rows ----------------------------------------------
 
 # One index range scan over the last 24 h; the last hour is a FILTER over the same rows.
-# The OpenAI attempt failed when the request fell back, or failed on OpenAI itself.
+# OpenAI errors, as generate records them (lib/llm: fallback_reason is the first attempt's
+# reason when OpenAI failed or was skipped): failed = a reason other than a skip; the rate is
+# over the requests where OpenAI was tried (skipped = circuit open or not configured; a 4xx
+# caused by the request itself is tried, not failed). Same as issue 3's primary_outcome
+# column, from columns of migration 0001.
 _LIVE = """
 SELECT count(*) AS requests_24h,
        count(*) FILTER (WHERE status = 'failed') AS failed_24h,
-       count(*) FILTER (WHERE fallback OR (provider = 'openai' AND status = 'failed'))
-           AS openai_failed_24h,
+       count(*) FILTER (WHERE fallback_reason <> ALL(%(skipped)s)) AS openai_failed_24h,
+       count(*) FILTER (WHERE fallback_reason IS NULL OR fallback_reason <> ALL(%(skipped)s))
+           AS openai_tried_24h,
        count(*) FILTER (WHERE fallback) AS fallbacks_24h,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms_24h,
        count(*) FILTER (WHERE created_at > %(hour_ago)s) AS requests_1h,
        count(*) FILTER (WHERE created_at > %(hour_ago)s AND status = 'failed') AS failed_1h,
-       count(*) FILTER (WHERE created_at > %(hour_ago)s
-                          AND (fallback OR (provider = 'openai' AND status = 'failed')))
+       count(*) FILTER (WHERE created_at > %(hour_ago)s AND fallback_reason <> ALL(%(skipped)s))
            AS openai_failed_1h,
+       count(*) FILTER (WHERE created_at > %(hour_ago)s
+                          AND (fallback_reason IS NULL OR fallback_reason <> ALL(%(skipped)s)))
+           AS openai_tried_1h,
        count(*) FILTER (WHERE created_at > %(hour_ago)s AND fallback) AS fallbacks_1h,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
            FILTER (WHERE created_at > %(hour_ago)s) AS p95_latency_ms_1h,
@@ -295,7 +304,7 @@ def _rate(part: int, whole: int) -> Fraction | None:
 
 def _live(window: Window) -> dict[str, dict]:
     params = {"now": window.now, "hour_ago": window.now - timedelta(hours=1),
-              "day_ago": window.now - timedelta(hours=24)}
+              "day_ago": window.now - timedelta(hours=24), "skipped": list(OPENAI_SKIPPED)}
     row = db.run(lambda conn: conn.execute(_LIVE, params).fetchone())
     out = {}
     for name in ("1h", "24h"):
@@ -303,7 +312,7 @@ def _live(window: Window) -> dict[str, dict]:
         out[name] = {
             "requests": requests, "failed": row[f"failed_{name}"],
             "error_rate": _rate(row[f"failed_{name}"], requests),
-            "openai_error_rate": _rate(row[f"openai_failed_{name}"], requests),
+            "openai_error_rate": _rate(row[f"openai_failed_{name}"], row[f"openai_tried_{name}"]),
             "fallback_rate": _rate(row[f"fallbacks_{name}"], requests),
             "p95_latency_ms": None if p95 is None else Fraction(p95).limit_denominator(1000),
         }

@@ -65,7 +65,8 @@ def test_openai_error_thresholds(conn, org, requests, openai_failed, expected):
 
 def test_an_alert_carries_metric_value_level_threshold_and_window(conn, org):
     data.generations(conn, org, RECENT, 90)
-    data.generations(conn, org, RECENT, 10, status="failed")  # 10% errors, 10% OpenAI errors
+    data.generations(conn, org, RECENT, 10, status="failed", provider="anthropic",
+                     fallback=True)  # both providers failed: 10% errors, 10% OpenAI errors
     payload = monitoring.dashboard(now=NOW)
     assert payload["alerts"] == [
         {"metric": "error_rate", "value": 0.1, "level": "critical", "threshold": 0.05,

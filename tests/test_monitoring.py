@@ -143,17 +143,45 @@ def test_token_windows_and_the_by_model_breakdown(conn, org):
 def test_llm_rates_and_p95_over_the_last_hour_and_day(conn, org):
     for minute in range(20):  # latencies 100, 200, ..., 2000 ms in the last hour
         data.generations(conn, org, NOW - timedelta(minutes=minute + 1), latency_ms=100 * (minute + 1))
-    conn.execute("UPDATE generations SET fallback = true, provider = 'anthropic'"
-                 " WHERE latency_ms IN (100, 200)")
+    conn.execute("UPDATE generations SET fallback = true, provider = 'anthropic',"
+                 " fallback_reason = 'rate_limited' WHERE latency_ms IN (100, 200)")
+    # OpenAI refused the request itself (a 400): a failed request, not an OpenAI error.
     conn.execute("UPDATE generations SET status = 'failed' WHERE latency_ms = 300")
     data.generations(conn, org, NOW - timedelta(hours=2), 20, latency_ms=10000, fallback=True)
     llm = monitoring.dashboard(now=NOW)["llm"]
     assert llm["1h"] == {"requests": 20, "failed": 1, "error_rate": 0.05,
-                         "openai_error_rate": 0.15, "fallback_rate": 0.1, "p95_latency_ms": 1905.0}
+                         "openai_error_rate": 0.1, "fallback_rate": 0.1, "p95_latency_ms": 1905.0}
     assert llm["24h"]["requests"] == 40
-    assert llm["24h"]["openai_error_rate"] == pytest.approx(23 / 40)
+    assert llm["24h"]["openai_error_rate"] == pytest.approx(22 / 40)
     assert llm["24h"]["fallback_rate"] == pytest.approx(22 / 40)
     assert llm["24h"]["p95_latency_ms"] == 10000
+
+
+def test_openai_error_rate_counts_only_requests_where_openai_was_tried(conn, org):
+    recent = NOW - timedelta(minutes=5)
+    data.generations(conn, org, recent, 6)                                        # OpenAI answered
+    data.generations(conn, org, recent, 2, provider="anthropic", fallback=True,
+                     fallback_reason="timeout")                                   # OpenAI failed
+    data.generations(conn, org, recent, 1, status="failed", provider="anthropic", fallback=True,
+                     fallback_reason="auth_error")                                # both failed
+    data.generations(conn, org, recent, 1, status="failed")                       # rejected (4xx)
+    data.generations(conn, org, recent, 5, provider="anthropic", fallback=True,
+                     fallback_reason="circuit_open")                              # not tried
+    data.generations(conn, org, recent, 3, provider="anthropic", fallback=True,
+                     fallback_reason="not_configured")                            # not tried
+    hour = monitoring.dashboard(now=NOW)["llm"]["1h"]
+    assert hour["requests"] == 18
+    assert hour["openai_error_rate"] == 0.3      # 3 failed of the 10 where OpenAI was tried
+    assert hour["fallback_rate"] == pytest.approx(11 / 18)
+    assert hour["error_rate"] == pytest.approx(2 / 18)
+
+
+def test_openai_error_rate_is_null_when_openai_was_never_tried(conn, org):
+    data.generations(conn, org, NOW - timedelta(minutes=5), 4, provider="anthropic",
+                     fallback=True, fallback_reason="not_configured")
+    payload = monitoring.dashboard(now=NOW)
+    assert payload["llm"]["1h"]["openai_error_rate"] is None
+    assert not [a for a in payload["alerts"] if a["metric"] == "openai_error_rate"]
 
 
 def test_crons_show_the_last_run_of_each_job_and_jobs_that_never_ran(conn):

@@ -34,14 +34,18 @@ def organization(conn, plan: str = "TEAM", status: str | None = None,
 def generations(conn, org_id: str, at: datetime, count: int = 1, *, status: str = "succeeded",
                 provider: str | None = "openai", model: str | None = "gpt-4o-mini",
                 input_tokens: int = 10, output_tokens: int = 20, cost_usd: float = 0.001,
-                latency_ms: int | None = 500, fallback: bool = False) -> None:
-    """`count` identical generations rows created at `at`."""
+                latency_ms: int | None = 500, fallback: bool = False,
+                fallback_reason: str | None = None) -> None:
+    """`count` identical generations rows created at `at`. As generate records them, a
+    fallback row carries why OpenAI was not the answer (`server_error` unless given)."""
+    if fallback and fallback_reason is None:
+        fallback_reason = "server_error"
     conn.execute(
         "INSERT INTO generations (organization_id, status, provider, model, input_tokens,"
-        " output_tokens, cost_usd, latency_ms, fallback, created_at)"
-        " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM generate_series(1, %s)",
+        " output_tokens, cost_usd, latency_ms, fallback, fallback_reason, created_at)"
+        " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM generate_series(1, %s)",
         (org_id, status, provider, model, input_tokens, output_tokens, cost_usd, latency_ms,
-         fallback, at, count))
+         fallback, fallback_reason, at, count))
 
 
 def rollup(conn, day: date, org_id: str, requests: int, failed: int = 0, *,
