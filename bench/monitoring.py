@@ -55,9 +55,9 @@ SELECT numbered.id,
             WHEN r < 0.2 THEN 'gpt-4o' ELSE 'gpt-4o-mini' END,
        200 + (r * 600)::int, 300 + (t * 900)::int, r * 0.01,
        300 + ((1 - r) * 1500)::int, r < 0.055, CASE WHEN r < 0.055 THEN 'server_error' END,
-       %(now)s - (t ^ 1.3) * interval '365 days'
+       %(now)s - (t ^ 1.3) * interval '365 days' AS created_at
 FROM draws JOIN numbered USING (k)
-ORDER BY 10  -- in time order, as production appends them (recent rows share pages)
+ORDER BY created_at  -- in time order, as production appends them (recent rows share pages)
 """
 
 
