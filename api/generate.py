@@ -1,8 +1,11 @@
-"""POST /api/generate: one LLM generation for the caller's organization. Not implemented yet."""
+"""POST /api/generate: one LLM generation for the caller's organization (lib.generation)."""
 
-from lib.http import Endpoint, not_implemented
+from lib.generation import generate
+from lib.http import Endpoint
 
 
 class handler(Endpoint):
     route = "/api/generate"
-    post = not_implemented
+
+    def post(self, request):
+        return generate(request)

@@ -69,6 +69,9 @@ class Settings:
     cron_time_budget_s: float
     purge_batch_size: int
     unsubscribe_secret: str | None
+    # LLM circuit breaker (issue 3): skip the primary after N consecutive failures
+    circuit_breaker_threshold: int
+    circuit_breaker_cooldown_s: int
 
 
 def _str(name: str, default: str | None = None) -> str | None:
@@ -180,6 +183,8 @@ def settings() -> Settings:
         cron_time_budget_s=_float("CRON_TIME_BUDGET_S", 45.0, 0, 800),
         purge_batch_size=_int("PURGE_BATCH_SIZE", 5000, 1, 100_000),
         unsubscribe_secret=_str("UNSUBSCRIBE_SECRET"),
+        circuit_breaker_threshold=_int("CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000),
+        circuit_breaker_cooldown_s=_int("CIRCUIT_BREAKER_COOLDOWN_S", 30, 1, 3600),
     )
 
 

@@ -39,7 +39,10 @@ def call(fn, *args, **kwargs):
     """Run one client call, turning transport and server errors into RedisUnavailable."""
     try:
         return fn(*args, **kwargs)
-    except (httpx.HTTPError, UpstashError, ValueError, OSError) as exc:
+    # AttributeError/TypeError/KeyError: an error reply shaped unlike a result (e.g. a pipeline
+    # answered with one JSON error object) makes the client fail while parsing it.
+    except (httpx.HTTPError, UpstashError, ValueError, OSError, AttributeError, TypeError,
+            KeyError) as exc:
         raise RedisUnavailable(f"{type(exc).__name__}") from exc
 
 
@@ -47,3 +50,29 @@ def ping() -> None:
     """`PING`. Raises RedisUnavailable (or ConfigError when Redis isn't configured)."""
     if call(client().ping) != "PONG":
         raise RedisUnavailable("unexpected PING reply")
+
+
+class Batch:
+    """Commands queued by several modules and sent as one pipeline request (one round trip).
+
+    `add()` returns a getter for that command's reply, valid after `run()`. `run()` raises
+    RedisUnavailable when the request fails or any command errors.
+    """
+
+    def __init__(self):
+        self._commands: list[tuple[str, tuple]] = []
+        self._results: list | None = None
+
+    def add(self, command: str, *args):
+        index = len(self._commands)
+        self._commands.append((command, args))
+        return lambda: self._results[index]
+
+    def run(self) -> None:
+        if not self._commands:
+            self._results = []
+            return
+        pipeline = client().pipeline()
+        for command, args in self._commands:
+            getattr(pipeline, command)(*args)
+        self._results = call(pipeline.exec)

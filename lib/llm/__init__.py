@@ -1,0 +1,176 @@
+"""LLM completions: OpenAI first, Anthropic as the fallback, under one overall deadline.
+
+Falls back on what says "this provider can't serve now": 429, 408, 5xx, timeouts,
+connection errors, unparseable replies and 401/403 (the runbook: an invalid key means
+switching to Anthropic). A 4xx the request itself caused (400, 404, 413, 422, ...) is
+`rejected` and not retried elsewhere: the other provider would most likely refuse it too.
+
+Deadline: LLM_TIMEOUT_S covers every attempt. With a fallback configured the primary gets at
+most PRIMARY_SHARE of it, so a hung primary still leaves the fallback time to answer.
+SDK-level retries are off (see the provider modules). SDKs are imported on first use.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from lib.config import settings
+from lib.errors import ProviderUnavailable, ServiceUnavailable
+from lib.llm.types import Attempt, Reply
+
+PRIMARY_SHARE = 0.6
+_MIN_ATTEMPT_S = 0.5  # below this a call can't complete; record it as skipped instead
+
+
+class NoProviderConfigured(ServiceUnavailable):
+    code, default_message = "no_provider_configured", "No LLM provider is configured"
+
+
+class ProviderRejected(ProviderUnavailable):
+    code, default_message = "provider_rejected", "The LLM provider rejected the request"
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    model: str
+    api_key: str
+    base_url: str | None
+
+    def complete(self, prompt, system, max_tokens, temperature, timeout) -> Reply:
+        if self.name == "openai":
+            from lib.llm import openai_chat as module
+        else:
+            from lib.llm import anthropic_messages as module
+        return module.complete(self.api_key, self.base_url, self.model, prompt, system,
+                               max_tokens, temperature, timeout)
+
+
+@dataclass
+class Outcome:
+    """Every attempt of one request, and the reply when one succeeded."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    reply: Reply | None = None
+    provider: str | None = None
+
+    @property
+    def primary_outcome(self) -> str | None:
+        return self.attempts[0].outcome if self.attempts else None
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the fallback provider was tried (because the primary failed or was skipped)."""
+        return any(a.provider != PRIMARY for a in self.attempts if a.outcome != "skipped")
+
+    @property
+    def fallback_reason(self) -> str | None:
+        first = self.attempts[0] if self.attempts else None
+        return first.reason if first and first.outcome in ("failed", "skipped") else None
+
+    @property
+    def error_class(self) -> str | None:
+        tried = [a for a in self.attempts if a.outcome != "skipped"]
+        return tried[-1].error_class if tried and self.reply is None else None
+
+    @property
+    def model(self) -> str | None:
+        tried = [a for a in self.attempts if a.outcome != "skipped"]
+        return self.reply.model if self.reply else (tried[-1].model if tried else None)
+
+    @property
+    def last_provider(self) -> str | None:
+        tried = [a for a in self.attempts if a.outcome != "skipped"]
+        return self.provider or (tried[-1].provider if tried else None)
+
+
+PRIMARY = "openai"
+
+
+def providers() -> list[Provider]:
+    """The configured providers in order of preference (primary first)."""
+    cfg = settings()
+    configured = []
+    if cfg.openai_api_key:
+        configured.append(Provider("openai", cfg.openai_model, cfg.openai_api_key, cfg.openai_base_url))
+    if cfg.anthropic_api_key:
+        configured.append(Provider("anthropic", cfg.anthropic_model, cfg.anthropic_api_key,
+                                   cfg.anthropic_base_url))
+    return configured
+
+
+def require_provider() -> None:
+    """Raise NoProviderConfigured (503) unless at least one provider has a key."""
+    if not providers():
+        raise NoProviderConfigured()
+
+
+def classify(exc: BaseException) -> tuple[str, str, int | None]:
+    """(outcome, reason, http status) of a provider call's exception. Both SDKs raise the
+    same shapes (APIStatusError with status_code, APITimeoutError, APIConnectionError)."""
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    if isinstance(status, int):
+        if status == 429:
+            return "failed", "rate_limited", status
+        if status == 408:
+            return "failed", "timeout", status
+        if status >= 500:
+            return "failed", "server_error", status
+        if status in (401, 403):
+            return "failed", "auth_error", status
+        return "rejected", "request_rejected", status
+    if "Timeout" in name:
+        return "failed", "timeout", None
+    if "Connection" in name:
+        return "failed", "connection_error", None
+    return "failed", "bad_response", None  # e.g. a reply the SDK couldn't parse
+
+
+def complete(prompt: str, system: str | None, max_tokens: int, temperature: float | None,
+             skip_primary_reason: str | None = None) -> Outcome:
+    """Try each configured provider in order until one answers. Returns the Outcome (with
+    every attempt); raises ProviderRejected / ProviderUnavailable (502), carrying it as
+    `.outcome`, when none did. `skip_primary_reason` (e.g. "circuit_open") skips OpenAI."""
+    configured = providers()
+    if not configured:
+        raise NoProviderConfigured()
+    outcome = Outcome()
+    if configured[0].name != PRIMARY:
+        cfg = settings()
+        outcome.attempts.append(Attempt(PRIMARY, cfg.openai_model, "skipped", "not_configured"))
+    elif skip_primary_reason and len(configured) > 1:
+        outcome.attempts.append(Attempt(PRIMARY, configured[0].model, "skipped", skip_primary_reason))
+        configured = configured[1:]
+    deadline = time.monotonic() + settings().llm_timeout_s
+    for index, provider in enumerate(configured):
+        remaining = deadline - time.monotonic()
+        has_fallback = index < len(configured) - 1
+        budget = min(remaining, settings().llm_timeout_s * PRIMARY_SHARE) if has_fallback else remaining
+        if budget < _MIN_ATTEMPT_S:
+            outcome.attempts.append(Attempt(provider.name, provider.model, "skipped", "deadline"))
+            continue
+        started = time.monotonic()
+        try:
+            reply = provider.complete(prompt, system, max_tokens, temperature, budget)
+        except Exception as exc:  # noqa: BLE001 - every SDK failure is classified and recorded
+            result, reason, status = classify(exc)
+            outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
+                                            type(exc).__name__, status, _ms(started)))
+            if result == "rejected":
+                raise _failure(ProviderRejected(f"{provider.name} rejected the request "
+                                                f"(HTTP {status})"), outcome) from exc
+            continue
+        outcome.attempts.append(Attempt(provider.name, reply.model, "succeeded",
+                                        latency_ms=_ms(started)))
+        outcome.reply, outcome.provider = reply, provider.name
+        return outcome
+    raise _failure(ProviderUnavailable(), outcome)
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+def _failure(error: ProviderUnavailable, outcome: Outcome) -> ProviderUnavailable:
+    error.outcome = outcome
+    return error

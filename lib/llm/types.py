@@ -1,0 +1,25 @@
+"""What a provider call returns and how each attempt ended."""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Attempt:
+    provider: str
+    model: str
+    outcome: str  # succeeded | failed (outage-class, falls back) | rejected (4xx from the request) | skipped
+    reason: str | None = None  # rate_limited, server_error, timeout, connection_error, auth_error, ...
+    error_class: str | None = None
+    http_status: int | None = None
+    latency_ms: int | None = None
+
+    def as_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}

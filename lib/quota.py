@@ -1,0 +1,152 @@
+"""Monthly generation quotas per organization, enforced in Postgres (the source of truth:
+it holds when Redis is down).
+
+`reserve` provisions the caller (lib.tenancy) and reserves one generation in a single
+statement, which also inserts the request's `pending` generations row; `settle_success` and
+`settle_failure` close that row, the latter giving the reservation back (failed generations
+don't count). Months are UTC calendar months; limits come from QUOTA_TRIAL/TEAM/AGENCY.
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from uuid import UUID
+
+from lib import db
+from lib.auth import Identity
+from lib.config import settings
+from lib.errors import PaymentRequired, QuotaExceeded
+from lib.tenancy import PROVISION_SQL, provision_params, run_provisioning
+
+
+class TrialExpired(PaymentRequired):
+    code, default_message = "trial_expired", "The free trial has ended; choose a plan to continue"
+
+
+class SubscriptionInactive(PaymentRequired):
+    code, default_message = "subscription_inactive", "The subscription is not active"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    generation_id: UUID
+    organization_id: UUID
+    plan: str
+    month: date
+    limit: int
+    used: int
+
+    def quota(self, used: int | None = None) -> dict:
+        used = self.used if used is None else used
+        return {"limit": self.limit, "used": used, "remaining": max(0, self.limit - used),
+                "resets_at": _next_month(self.month).isoformat().replace("+00:00", "Z")}
+
+
+def _next_month(month: date) -> datetime:
+    first = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return datetime.combine(first, time(0), timezone.utc)
+
+
+# The reservation is the ON CONFLICT DO UPDATE .. WHERE used < limit: Postgres locks the
+# counter row and evaluates the WHERE against its latest committed version, so concurrent
+# reservations can never push `used` past the limit. The standing checks (trial, status)
+# read the org row as of this statement.
+_RESERVE = f"""
+WITH {PROVISION_SQL},
+standing AS (
+    SELECT org.id, org.plan,
+           CASE
+               WHEN org.subscription_status IN ('canceled', 'unpaid') THEN 'subscription_inactive'
+               WHEN org.subscription_status = 'past_due' AND org.current_period_end < now()
+                   THEN 'subscription_inactive'
+               WHEN org.plan = 'TRIAL' AND org.trial_ends_at < now() THEN 'trial_expired'
+           END AS refusal,
+           CASE org.plan WHEN 'TRIAL' THEN %(quota_trial)s WHEN 'TEAM' THEN %(quota_team)s
+                         ELSE %(quota_agency)s END AS quota_limit,
+           date_trunc('month', now() AT TIME ZONE 'UTC')::date AS month
+    FROM org
+),
+counted AS (
+    INSERT INTO generation_usage AS g (organization_id, month, used, quota_limit)
+    SELECT id, month, 1, quota_limit FROM standing WHERE refusal IS NULL AND quota_limit > 0
+    ON CONFLICT (organization_id, month) DO UPDATE
+        SET used = g.used + 1, quota_limit = EXCLUDED.quota_limit, updated_at = now()
+        WHERE g.used < EXCLUDED.quota_limit
+    RETURNING used
+),
+pending AS (
+    INSERT INTO generations (organization_id, user_id, status)
+    SELECT standing.id, %(user_id)s, 'pending' FROM standing, counted
+    RETURNING id
+)
+SELECT standing.id AS organization_id, standing.plan, standing.refusal, standing.quota_limit,
+       standing.month, counted.used, pending.id AS generation_id,
+       (SELECT g.used FROM generation_usage g
+        WHERE g.organization_id = standing.id AND g.month = standing.month) AS used_before
+FROM (SELECT 1) AS one
+LEFT JOIN standing ON true LEFT JOIN counted ON true LEFT JOIN pending ON true"""
+
+
+def reserve(identity: Identity) -> Reservation:
+    """Provision the caller and reserve one generation of this month's quota, inserting its
+    `pending` generations row: one atomic statement, safe under any concurrency.
+
+    Raises TrialExpired / SubscriptionInactive / QuotaExceeded (402, nothing written but
+    the first-contact provisioning) or DatabaseUnavailable (503, nothing written).
+    """
+    quotas = settings().quotas
+    params = {**provision_params(identity), "quota_trial": quotas["TRIAL"],
+              "quota_team": quotas["TEAM"], "quota_agency": quotas["AGENCY"]}
+    row = db.run(lambda conn: run_provisioning(conn, _RESERVE, params))
+    if row["refusal"] == "trial_expired":
+        raise TrialExpired()
+    if row["refusal"] == "subscription_inactive":
+        raise SubscriptionInactive()
+    if row["generation_id"] is None:
+        limit = row["quota_limit"]
+        raise QuotaExceeded(f"Monthly quota of {limit} generations used up",
+                            details={"quota": Reservation(None, row["organization_id"], row["plan"],
+                                                          row["month"], limit,
+                                                          row["used_before"] or 0).quota()})
+    return Reservation(row["generation_id"], row["organization_id"], row["plan"], row["month"],
+                       row["quota_limit"], row["used"])
+
+
+_SUCCEED = """
+UPDATE generations
+SET status = 'succeeded', provider = %(provider)s, model = %(model)s,
+    input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s, cost_usd = %(cost_usd)s,
+    price_version = %(price_version)s, latency_ms = %(latency_ms)s, fallback = %(fallback)s,
+    fallback_reason = %(fallback_reason)s, error_class = NULL,
+    primary_outcome = %(primary_outcome)s, attempts = %(attempts)s, completed_at = now()
+WHERE id = %(id)s AND status = 'pending'"""
+
+# Closing the row and returning the reservation in one statement: the `status = 'pending'`
+# guard makes a repeated settle a no-op, so a reservation is never given back twice.
+_FAIL = """
+WITH failed AS (
+    UPDATE generations
+    SET status = 'failed', provider = %(provider)s, model = %(model)s,
+        latency_ms = %(latency_ms)s, fallback = %(fallback)s, fallback_reason = %(fallback_reason)s,
+        error_class = %(error_class)s, primary_outcome = %(primary_outcome)s,
+        attempts = %(attempts)s, completed_at = now()
+    WHERE id = %(id)s AND status = 'pending'
+    RETURNING organization_id
+)
+UPDATE generation_usage g SET used = g.used - 1, updated_at = now()
+FROM failed
+WHERE g.organization_id = failed.organization_id AND g.month = %(month)s AND g.used > 0
+RETURNING g.used"""
+
+
+def settle_success(reservation: Reservation, record: dict) -> None:
+    """Mark the reserved generation succeeded with its accounting (`record`: provider, model,
+    tokens, cost, price_version, latency, fallback, attempts). One statement; idempotent."""
+    db.run(lambda conn: conn.execute(_SUCCEED, {**record, "id": reservation.generation_id}))
+
+
+def settle_failure(reservation: Reservation, record: dict) -> int:
+    """Mark the reserved generation failed and give its quota back, atomically; returns the
+    month's `used` afterwards. Idempotent (a second call changes nothing)."""
+    row = db.run(lambda conn: conn.execute(
+        _FAIL, {**record, "id": reservation.generation_id, "month": reservation.month}).fetchone())
+    return row["used"] if row else reservation.used - 1

@@ -1,0 +1,135 @@
+"""Local HTTP servers that speak the OpenAI chat completions API and the Anthropic messages
+API, for the real SDKs to talk to (tests and bench/generate.py).
+
+    openai = FakeOpenAI()           # base URL for the SDK: openai.base_url (ends in /v1)
+    openai.script(500, 429)         # the next two calls fail like that, then 200s again
+    openai.delay_s = 3              # every answer waits (a hung provider)
+    anthropic = FakeAnthropic(input_tokens=11, output_tokens=7)
+
+Each keeps the JSON bodies and headers it received (`requests`), thread-safe.
+"""
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_api_key", 403: "permission_denied",
+                  404: "model_not_found", 408: "timeout", 429: "rate_limit_exceeded",
+                  500: "server_error", 503: "service_unavailable"}
+_ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
+                     403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
+                     500: "api_error", 529: "overloaded_error"}
+
+
+class _FakeProvider:
+    path = "/"
+
+    def __init__(self, text: str = "Hello from the fake provider.", input_tokens: int = 12,
+                 output_tokens: int = 8, status: int = 200, delay_s: float = 0.0):
+        self.text, self.input_tokens, self.output_tokens = text, input_tokens, output_tokens
+        self.status, self.delay_s = status, delay_s
+        self.requests: list[dict] = []
+        self._script: list[int] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, body = fake._answer(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+                if fake.delay_s:
+                    time.sleep(fake.delay_s)
+                payload = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout): that is the point of a delay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def script(self, *statuses: int) -> None:
+        """Answer the next calls with these statuses, in order, then with `status` again."""
+        with self._lock:
+            self._script.extend(statuses)
+
+    @property
+    def calls(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def _answer(self, path: str, headers: dict, raw: bytes) -> tuple[int, dict]:
+        with self._lock:
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = None
+            self.requests.append({"path": path, "headers": headers, "json": body})
+            status = self._script.pop(0) if self._script else self.status
+        if path.rstrip("/") != self.path:
+            return 404, self._error(404, f"no route {path}")
+        if status != 200:
+            return status, self._error(status, f"fake {status}")
+        return 200, self._success(body or {})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeOpenAI(_FakeProvider):
+    path = "/v1/chat/completions"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def _error(self, status: int, message: str) -> dict:
+        code = _OPENAI_ERRORS.get(status, "error")
+        return {"error": {"message": message, "type": code, "param": None, "code": code}}
+
+    def _success(self, body: dict) -> dict:
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+                "created": int(time.time()), "model": body.get("model", "gpt-4o-mini"),
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant", "content": self.text}}],
+                "usage": {"prompt_tokens": self.input_tokens,
+                          "completion_tokens": self.output_tokens,
+                          "total_tokens": self.input_tokens + self.output_tokens}}
+
+
+class FakeAnthropic(_FakeProvider):
+    path = "/v1/messages"
+
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    def _error(self, status: int, message: str) -> dict:
+        return {"type": "error", "error": {"type": _ANTHROPIC_ERRORS.get(status, "api_error"),
+                                           "message": message}}
+
+    def _success(self, body: dict) -> dict:
+        return {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
+                "model": body.get("model", "claude-3-5-haiku-latest"),
+                "content": [{"type": "text", "text": self.text}],
+                "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}
