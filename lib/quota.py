@@ -131,11 +131,16 @@ WITH failed AS (
         attempts = %(attempts)s, completed_at = now()
     WHERE id = %(id)s AND status = 'pending'
     RETURNING organization_id
+),
+released AS (
+    UPDATE generation_usage g SET used = g.used - 1, updated_at = now()
+    FROM failed
+    WHERE g.organization_id = failed.organization_id AND g.month = %(month)s AND g.used > 0
+    RETURNING g.used
 )
-UPDATE generation_usage g SET used = g.used - 1, updated_at = now()
-FROM failed
-WHERE g.organization_id = failed.organization_id AND g.month = %(month)s AND g.used > 0
-RETURNING g.used"""
+SELECT coalesce((SELECT used FROM released),
+                (SELECT used FROM generation_usage
+                 WHERE organization_id = %(organization_id)s AND month = %(month)s)) AS used"""
 
 
 def settle_success(reservation: Reservation, record: dict) -> None:
@@ -148,5 +153,6 @@ def settle_failure(reservation: Reservation, record: dict) -> int:
     """Mark the reserved generation failed and give its quota back, atomically; returns the
     month's `used` afterwards. Idempotent (a second call changes nothing)."""
     row = db.run(lambda conn: conn.execute(
-        _FAIL, {**record, "id": reservation.generation_id, "month": reservation.month}).fetchone())
-    return row["used"] if row else reservation.used - 1
+        _FAIL, {**record, "id": reservation.generation_id, "month": reservation.month,
+                "organization_id": reservation.organization_id}).fetchone())
+    return row["used"] or 0

@@ -474,3 +474,78 @@ def test_database_down_is_503_and_nothing_is_written(stack, sql):
     _error(stack.post(), 503, "database_unavailable")
     assert stack.openai.calls == 0
     assert sql("SELECT count(*) FROM organizations") == [(0,)]
+
+
+def test_both_providers_hung_is_502_with_two_timeouts_inside_one_deadline(stack, sql):
+    stack.configure(LLM_TIMEOUT_S="2")
+    stack.openai.delay_s = stack.anthropic.delay_s = 4
+    _error(stack.post(), 502, "provider_unavailable")
+    [(attempts,)] = sql("SELECT attempts FROM generations")
+    assert [(a["provider"], a["reason"]) for a in attempts] == \
+        [("openai", "timeout"), ("anthropic", "timeout")]
+    # the primary got its share of the deadline, the fallback the rest
+    assert attempts[0]["latency_ms"] < 2000 * 0.6 + 500
+    assert attempts[0]["latency_ms"] + attempts[1]["latency_ms"] < 2000 + 500
+
+
+# --- cold start and the Vercel runtime ----------------------------------------------------
+
+_LAZY_PROBE = """
+import sys, httpx
+from tests.support.servers import serve_in_process
+from tests.support.fake_llm import FakeOpenAI, FakeAnthropic
+from tests.support.tokens import PUBLIC_PEM, mint_token
+import os
+openai, anthropic = FakeOpenAI(), FakeAnthropic()
+os.environ.update(OPENAI_BASE_URL=openai.base_url, ANTHROPIC_BASE_URL=anthropic.base_url,
+                  CLERK_JWT_KEY=PUBLIC_PEM)  # this process made its own test key pair
+seen = {}
+with serve_in_process("api/generate.py") as url:
+    seen["import"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
+    headers = {"authorization": "Bearer " + mint_token("user_lazy", org_id="org_lazy")}
+    first = httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers)
+    assert first.status_code == 200, first.text
+    seen["primary"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
+    openai.status = 500
+    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers).json()["provider"] == "anthropic"
+    seen["fallback"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
+print(seen)
+"""
+
+
+def test_sdks_are_imported_lazily_anthropic_only_on_fallback(app_env, stack):
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.generate_stack import stack_env
+    from tests.support.servers import ROOT
+
+    env = {**os.environ, **app_env, **stack_env(stack.openai, stack.anthropic)}
+    result = subprocess.run([sys.executable, "-c", _LAZY_PROBE], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = eval(result.stdout.strip().splitlines()[-1])  # noqa: S307 - our own probe's dict
+    assert seen == {"import": [], "primary": ["openai"], "fallback": ["anthropic", "openai"]}
+
+
+@pytest.mark.slow
+def test_generate_through_the_vercel_runtime(app_env, stack, sql):
+    import os
+
+    from tests.support.generate_stack import stack_env
+    from tests.support.servers import serve_through_vercel_runtime
+
+    env = {**app_env, **stack_env(stack.openai, stack.anthropic)}
+    with serve_through_vercel_runtime("api/generate.py", env) as url:
+        token = mint_token("user_vc", org_id="org_vc")
+        response = stack.client.post(url + "/api/generate", json={"prompt": "hi"},
+                                     headers={"authorization": f"Bearer {token}",
+                                              "x-vercel-forwarded-for": "203.0.113.200"})
+        assert response.status_code == 200, response.text
+        assert response.json()["provider"] == "openai"
+        _error(stack.client.post(url + "/api/generate", json={"prompt": "hi"}), 401, "unauthorized")
+        _error(stack.client.post(url + "/api/generate", json={"nope": 1},
+                                 headers={"authorization": f"Bearer {token}"}), 400, "invalid_request")
+    assert sql("SELECT status FROM generations") == [("succeeded",)]
+    assert os.environ.get("CLERK_JWT_KEY")

@@ -6,7 +6,9 @@ switching to Anthropic). A 4xx the request itself caused (400, 404, 413, 422, ..
 `rejected` and not retried elsewhere: the other provider would most likely refuse it too.
 
 Deadline: LLM_TIMEOUT_S covers every attempt. With a fallback configured the primary gets at
-most PRIMARY_SHARE of it, so a hung primary still leaves the fallback time to answer.
+most PRIMARY_SHARE of it, so a hung primary still leaves the fallback time to answer. A cold
+instance's SDK import is not counted against it (see `complete`); vercel.json's maxDuration
+(30 s) leaves room for that above the default 25 s.
 SDK-level retries are off (see the provider modules). SDKs are imported on first use.
 """
 
@@ -36,13 +38,20 @@ class Provider:
     api_key: str
     base_url: str | None
 
-    def complete(self, prompt, system, max_tokens, temperature, timeout) -> Reply:
+    def _module(self):
         if self.name == "openai":
             from lib.llm import openai_chat as module
         else:
             from lib.llm import anthropic_messages as module
-        return module.complete(self.api_key, self.base_url, self.model, prompt, system,
-                               max_tokens, temperature, timeout)
+        return module
+
+    def prepare(self) -> None:
+        """Import the SDK and build the client (once per process)."""
+        self._module().client(self.api_key, self.base_url)
+
+    def complete(self, prompt, system, max_tokens, temperature, timeout) -> Reply:
+        return self._module().complete(self.api_key, self.base_url, self.model, prompt, system,
+                                       max_tokens, temperature, timeout)
 
 
 @dataclass
@@ -143,6 +152,11 @@ def complete(prompt: str, system: str | None, max_tokens: int, temperature: floa
         configured = configured[1:]
     deadline = time.monotonic() + settings().llm_timeout_s
     for index, provider in enumerate(configured):
+        # A cold instance imports the SDK here (0.5-3 s of local CPU, once per process). That
+        # is not provider time: it extends the deadline rather than eating a provider's share.
+        prepared = time.monotonic()
+        provider.prepare()
+        deadline += time.monotonic() - prepared
         remaining = deadline - time.monotonic()
         has_fallback = index < len(configured) - 1
         budget = min(remaining, settings().llm_timeout_s * PRIMARY_SHARE) if has_fallback else remaining

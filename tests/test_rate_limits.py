@@ -1,0 +1,52 @@
+"""lib.rate_limits: the batched limiter is upstash-ratelimit's own sliding window."""
+
+from upstash_ratelimit import Ratelimit, SlidingWindow
+
+from lib import config, rate_limits, redis
+from lib.config import Rate
+
+
+def _run(ip, user):
+    batch = redis.Batch()
+    checks = rate_limits.queue_checks(batch, ip, user)
+    batch.run()
+    return checks()
+
+
+def test_batched_checks_count_in_the_librarys_own_keys(monkeypatch):
+    monkeypatch.setenv("RATE_LIMIT_USER", "5/60s")
+    config.reload()
+    for _ in range(3):
+        checks = _run("192.0.2.1", "user_1")
+    assert checks.user.remaining == 2 and checks.user.limit == 5
+    # The library's normal (unbatched) API sees the same state.
+    library = Ratelimit(redis.client(), SlidingWindow(max_requests=5, window=60), prefix="ratelimit")
+    assert library.get_remaining("user:user_1") == 2
+
+
+def test_anonymous_requests_count_only_against_the_ip():
+    checks = _run("192.0.2.2", None)
+    assert checks.user is None and checks.ip.allowed and not checks.blocked
+
+
+def test_strike_past_the_threshold_blocks_once(monkeypatch, database_url, redis_direct):
+    import psycopg
+
+    monkeypatch.setenv("AUTO_BLOCK_THRESHOLD", "2")
+    config.reload()
+    assert [rate_limits.record_ip_strike("192.0.2.3") for _ in range(5)] == \
+        [False, False, True, False, False]
+    assert redis_direct.get("blocked:ip:192.0.2.3") == "true"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ip_blocks WHERE source = 'auto'").fetchone()[0] == 1
+
+
+def test_rejection_is_a_429_with_retry_after():
+    limit = rate_limits.LimitResponse(allowed=False, limit=10, remaining=0, reset=2e9)
+    error = rate_limits.rejection(limit, "user")
+    assert error.status == 429 and int(error.headers["Retry-After"]) >= 1
+    assert error.headers["X-RateLimit-Reset"] == "2000000000"
+
+
+def test_rate_parsing_gives_hashable_rates_for_the_limiter_cache():
+    assert rate_limits._limiter(Rate(3, 10)) is rate_limits._limiter(Rate(3, 10))
