@@ -1,0 +1,296 @@
+"""POST /api/generate against a local instant-answer OpenAI server, side by side with the
+bare SDK call to the same server; Redis and Postgres round trips per warm request; import
+time of every api module in a fresh interpreter.
+
+    python -m bench generate          # ~1 minute
+    python -m bench generate --full   # more requests
+
+Postgres: TEST_DATABASE_URL / DATABASE_URL when set (a scratch database is created on that
+server and dropped), else the embedded one. Redis: REDIS_URL, else the bundled redis-server,
+behind the local Upstash proxy. Round trips are counted on the wire: Redis as HTTP requests
+reaching the proxy, Postgres by a TCP relay in front of the server that counts every time the
+client speaks again after the server answered (one request/response exchange).
+"""
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import quote
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import psycopg
+import psycopg.sql
+from psycopg.conninfo import conninfo_to_dict
+
+from devtools import services, upstash_proxy
+from lib import config, db, migrate
+from tests.support.fake_llm import FakeOpenAI
+from tests.support.servers import serve_in_process
+from tests.support.tokens import PUBLIC_PEM, mint_token
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-upstash-token"
+
+
+class CountingUpstash(upstash_proxy.Proxy):
+    """The Upstash proxy, counting REST requests (each is one Redis round trip)."""
+
+    requests = 0
+
+    def run(self, commands, transaction):
+        CountingUpstash.requests += 1
+        return super().run(commands, transaction)
+
+
+class PostgresRelay:
+    """A TCP relay to Postgres that counts exchanges: the client sending after the server
+    has answered starts a new round trip."""
+
+    def __init__(self, url: str):
+        info = conninfo_to_dict(url)
+        host, port = info.get("host") or "localhost", int(info.get("port") or 5432)
+        self._upstream = (lambda: _unix_connection(f"{host}/.s.PGSQL.{port}")) \
+            if host.startswith("/") else (lambda: socket.create_connection((host, port)))
+        self.round_trips = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+        info.update(host="127.0.0.1", port=str(self._listener.getsockname()[1]))
+        self.url = _url(info)
+
+    def _accept(self):
+        while True:
+            client, _ = self._listener.accept()
+            server = self._upstream()
+            for sock in (client, server):
+                if sock.family != socket.AF_UNIX:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            state = {"answered": True}
+            threading.Thread(target=self._pipe, args=(client, server, state, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, state, False), daemon=True).start()
+
+    def _pipe(self, source, target, state, from_client):
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if from_client and state["answered"]:
+                        self.round_trips += 1
+                    state["answered"] = not from_client
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _unix_connection(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    return sock
+
+
+def _url(info: dict) -> str:
+    """A postgresql:// URL (what lib.config accepts) from libpq connection parameters."""
+    info = dict(info)
+    user, password = quote(info.pop("user", "postgres")), quote(info.pop("password", "") or "")
+    host, port, dbname = info.pop("host", ""), info.pop("port", ""), info.pop("dbname", "")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        info["host"], host = host, ""
+    netloc = f"{auth}{host}" + (f":{port}" if port and host else "")
+    if port and not host:
+        info["port"] = port
+    query = "&".join(f"{k}={quote(str(v))}" for k, v in info.items())
+    return f"postgresql://{netloc}/{dbname}" + (f"?{query}" if query else "")
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def _time_calls(call, count: int) -> list[float]:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _import_times(repeats: int) -> list[tuple[str, float]]:
+    probe = ("import time, sys; t = time.perf_counter(); "
+             "from tests.support.servers import load_handler; load_handler(sys.argv[1]); "
+             "print((time.perf_counter() - t) * 1000)")
+    sdk_probe = "import time, sys; t = time.perf_counter(); __import__(sys.argv[1]); " \
+                "print((time.perf_counter() - t) * 1000)"
+    rows = []
+    targets = [(p.relative_to(ROOT).as_posix(), probe) for p in sorted((ROOT / "api").rglob("*.py"))]
+    targets += [("(sdk) openai", sdk_probe), ("(sdk) anthropic", sdk_probe)]
+    for name, code in targets:
+        arg = name.removeprefix("(sdk) ")
+        runs = [float(subprocess.run([sys.executable, "-c", code, arg], cwd=ROOT, check=True,
+                                     capture_output=True, text=True).stdout.strip().splitlines()[-1])
+                for _ in range(repeats)]
+        rows.append((name, statistics.median(runs)))
+    return rows
+
+
+def _table(headers: list[str], rows: list[list]) -> None:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(row, widths)) + " |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    full = "--full" in (sys.argv[1:] if argv is None else argv)
+    requests, repeats = (3000, 5) if full else (400, 3)
+
+    server_url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or \
+        services.embedded_postgres(services.DATA / "pg-test")
+    name = f"ascendos_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = conninfo_to_dict(server_url)
+    info["dbname"] = name
+    bench_db = _url(info)
+    redis_process = None
+    fake = FakeOpenAI(text="ok", input_tokens=20, output_tokens=5)
+    try:
+        migrate.apply(bench_db)
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            redis_url, redis_process = services.embedded_redis()
+        upstash = ThreadingHTTPServer(("127.0.0.1", 0),
+                                      upstash_proxy.make_handler(CountingUpstash(redis_url, TOKEN)))
+        upstash.daemon_threads = True
+        threading.Thread(target=upstash.serve_forever, daemon=True).start()
+        relay = PostgresRelay(bench_db)
+        os.environ.update({
+            "UPSTASH_REDIS_REST_URL": f"http://127.0.0.1:{upstash.server_address[1]}",
+            "UPSTASH_REDIS_REST_TOKEN": TOKEN, "CLERK_JWT_KEY": PUBLIC_PEM, "SENTRY_DSN": "",
+            "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": fake.base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+            "QUOTA_TRIAL": "1000000", "RATE_LIMIT_IP": "1000000/60s",
+            "RATE_LIMIT_USER": "1000000/60s"})
+        config.reload()
+        _run(fake, relay, bench_db, requests)
+    finally:
+        db.close_all()
+        fake.close()
+        if redis_process:
+            redis_process.kill()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    print("\nimport time of each api module in a fresh interpreter (median of "
+          f"{repeats}; SDKs alone for comparison):\n")
+    _table(["module", "import ms"], [[n, f"{ms:.0f}"] for n, ms in _import_times(repeats)])
+
+
+def _stats(samples: list[float]) -> tuple[float, float]:
+    return statistics.median(samples), _percentile(samples, 99)
+
+
+def _commit_ms(url: str) -> float:
+    """What one durable single-row INSERT (its commit: WAL flush) costs on this Postgres."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE commit_probe (v int)")  # logged (a temp table is not)
+        conn.execute("SET synchronous_commit = on")
+        try:
+            return statistics.median(_time_calls(
+                lambda: conn.execute("INSERT INTO commit_probe VALUES (1)"), 200))
+        finally:
+            conn.execute("DROP TABLE commit_probe")
+
+
+def _use_database(url: str) -> None:
+    db.close_all()
+    os.environ["DATABASE_URL"] = url
+    config.reload()
+
+
+def _run(fake: FakeOpenAI, relay: PostgresRelay, direct_url: str, count: int) -> None:
+    import openai
+
+    sdk = openai.OpenAI(api_key="sk-bench", base_url=fake.base_url, max_retries=0)
+
+    def bare():
+        sdk.chat.completions.create(model="gpt-4o-mini", max_tokens=16,
+                                    messages=[{"role": "user", "content": "hi"}])
+
+    with serve_in_process("api/generate.py") as url, httpx.Client() as client:
+        token = mint_token('user_bench', org_id='org_bench', exp=int(time.time()) + 3600)
+        headers = {"authorization": f"Bearer {token}",
+                   "x-forwarded-for": "198.51.100.7"}
+
+        def route():
+            response = client.post(url + "/api/generate", headers=headers,
+                                   json={"prompt": "hi", "max_tokens": 16})
+            assert response.status_code == 200, response.text
+
+        def side_by_side(n: int) -> tuple[list[float], list[float]]:
+            # Interleaved in blocks so drift (CPU frequency, other load) hits both alike.
+            bare_ms, route_ms = [], []
+            for _ in range(max(1, n // 50)):
+                bare_ms += _time_calls(bare, min(50, n))
+                route_ms += _time_calls(route, min(50, n))
+            return bare_ms, route_ms
+
+        _use_database(relay.url)
+        for _ in range(20):  # warm: SDK import, pooled connections, provisioning
+            bare()
+            route()
+        redis_before, pg_before = CountingUpstash.requests, relay.round_trips
+        probe = 50
+        for _ in range(probe):
+            route()
+        redis_rt = (CountingUpstash.requests - redis_before) / probe
+        pg_rt = (relay.round_trips - pg_before) / probe
+
+        _use_database(direct_url)  # timings without the counting relay in the path
+        route()
+        passes = [("instant provider", side_by_side(count))]
+        with psycopg.connect(direct_url, autocommit=True) as conn:
+            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
+                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
+                         " SET synchronous_commit = off")
+        _use_database(direct_url)
+        route()
+        passes.append(("instant provider, Postgres synchronous_commit=off", side_by_side(count)))
+        with psycopg.connect(direct_url, autocommit=True) as conn:
+            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
+                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
+                         " RESET synchronous_commit")
+        _use_database(direct_url)
+        fake.delay_s = 0.1
+        passes.append(("provider answering in 100 ms", side_by_side(min(count, 100))))
+        fake.delay_s = 0
+
+    print(f"warm process, loopback; {count} requests per instant pass, interleaved blocks of 50\n")
+    rows = []
+    for label, (bare_ms, route_ms) in passes:
+        (b50, b99), (r50, r99) = _stats(bare_ms), _stats(route_ms)
+        rows.append([label, f"{b50:.2f}", f"{b99:.2f}", f"{r50:.2f}", f"{r99:.2f}",
+                     f"{r50 / b50:.2f}x", f"{r50 - b50:.2f}"])
+    _table(["pass", "SDK p50", "SDK p99", "route p50", "route p99", "p50 ratio (< 1.5x)",
+            "p50 overhead ms"], rows)
+    print(f"\none durable INSERT commit on this Postgres: {_commit_ms(direct_url):.2f} ms "
+          "(the route makes two: reserve, settle)\n")
+    _table(["round trips per warm request", "measured", "target"],
+           [["Redis (Upstash REST requests)", f"{redis_rt:.2f}", "<= 3"],
+            ["Postgres (request/response exchanges)", f"{pg_rt:.2f}", "<= 3"]])
