@@ -36,9 +36,13 @@ class Reservation:
     used: int
 
     def quota(self, used: int | None = None) -> dict:
-        used = self.used if used is None else used
-        return {"limit": self.limit, "used": used, "remaining": max(0, self.limit - used),
-                "resets_at": _next_month(self.month).isoformat().replace("+00:00", "Z")}
+        """The response's `quota` object, with this reservation's (or a later) `used`."""
+        return quota_status(self.limit, self.used if used is None else used, self.month)
+
+
+def quota_status(limit: int, used: int, month: date) -> dict:
+    return {"limit": limit, "used": used, "remaining": max(0, limit - used),
+            "resets_at": _next_month(month).isoformat().replace("+00:00", "Z")}
 
 
 def _next_month(month: date) -> datetime:
@@ -103,10 +107,8 @@ def reserve(identity: Identity) -> Reservation:
         raise SubscriptionInactive()
     if row["generation_id"] is None:
         limit = row["quota_limit"]
-        raise QuotaExceeded(f"Monthly quota of {limit} generations used up",
-                            details={"quota": Reservation(None, row["organization_id"], row["plan"],
-                                                          row["month"], limit,
-                                                          row["used_before"] or 0).quota()})
+        raise QuotaExceeded(f"Monthly quota of {limit} generations used up", details={
+            "quota": quota_status(limit, row["used_before"] or 0, row["month"])})
     return Reservation(row["generation_id"], row["organization_id"], row["plan"], row["month"],
                        row["quota_limit"], row["used"])
 

@@ -503,11 +503,11 @@ seen = {}
 with serve_in_process("api/generate.py") as url:
     seen["import"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
     headers = {"authorization": "Bearer " + mint_token("user_lazy", org_id="org_lazy")}
-    first = httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers)
+    first = httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers, timeout=60)
     assert first.status_code == 200, first.text
     seen["primary"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
     openai.status = 500
-    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers).json()["provider"] == "anthropic"
+    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers, timeout=60).json()["provider"] == "anthropic"
     seen["fallback"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
 print(seen)
 """

@@ -47,7 +47,9 @@ class Provider:
 
     def prepare(self) -> None:
         """Import the SDK and build the client (once per process)."""
-        self._module().client(self.api_key, self.base_url)
+        from lib.llm.clients import client
+
+        client(self.name, self.api_key, self.base_url)
 
     def complete(self, prompt, system, max_tokens, temperature, timeout) -> Reply:
         return self._module().complete(self.api_key, self.base_url, self.model, prompt, system,

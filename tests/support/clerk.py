@@ -1,9 +1,9 @@
 """A local server that speaks Clerk's `GET /v1/jwks` (Bearer secret key), counting fetches."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+from tests.support.local_server import LocalServer
 from tests.support.tokens import JWKS
 
 SECRET_KEY = "sk_test_local_clerk"
@@ -30,15 +30,5 @@ class FakeClerk:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._local = LocalServer(Handler)
+        self.url, self.close = self._local.url, self._local.close

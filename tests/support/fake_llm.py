@@ -13,7 +13,9 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.local_server import LocalServer
 
 _OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_api_key", 403: "permission_denied",
                   404: "model_not_found", 408: "timeout", 429: "rate_limit_exceeded",
@@ -58,14 +60,8 @@ class _FakeProvider:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): that is the point of a delay
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._local = LocalServer(Handler)
+        self.url, self.close = self._local.url, self._local.close
 
     def script(self, *statuses: int) -> None:
         """Answer the next calls with these statuses, in order, then with `status` again."""
@@ -90,10 +86,6 @@ class _FakeProvider:
         if status != 200:
             return status, self._error(status, f"fake {status}")
         return 200, self._success(body or {})
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class FakeOpenAI(_FakeProvider):
