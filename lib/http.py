@@ -156,11 +156,15 @@ class Endpoint(BaseHTTPRequestHandler):
         token = observability.request_id.set(request_id)
         response = Response(500)
         try:
-            response = self._respond(request_id)
+            try:
+                response = self._respond(request_id)
+            finally:
+                # Logged before the response leaves: once the client has it, the function may
+                # be frozen, and a line written after that could be lost (or seen late).
+                log("request", route=self.route, method=self.command[:16], status=response.status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1))
             self._send(response, request_id)
         finally:
-            log("request", route=self.route, method=self.command[:16], status=response.status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1))
             observability.request_id.reset(token)
 
     def _respond(self, request_id: str) -> Response:
