@@ -8,12 +8,11 @@ time of every api module in a fresh interpreter.
 Postgres: TEST_DATABASE_URL / DATABASE_URL when set (a scratch database is created on that
 server and dropped), else the embedded one. Redis: REDIS_URL, else the bundled redis-server,
 behind the local Upstash proxy. Round trips are counted on the wire: Redis as HTTP requests
-reaching the proxy, Postgres by a TCP relay in front of the server that counts every time the
-client speaks again after the server answered (one request/response exchange).
+reaching the proxy, Postgres by bench._postgres_wire's TCP proxy (a round trip = the client
+speaking again after the server answered).
 """
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from tests.support.fake_llm import FakeOpenAI
 from tests.support.servers import serve_in_process
 from tests.support.tokens import PUBLIC_PEM, mint_token
 
+from bench._postgres_wire import RoundTripCounter
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-upstash-token"
 
@@ -47,59 +48,6 @@ class CountingUpstash(upstash_proxy.Proxy):
     def run(self, commands, transaction):
         CountingUpstash.requests += 1
         return super().run(commands, transaction)
-
-
-class PostgresRelay:
-    """A TCP relay to Postgres that counts exchanges: the client sending after the server
-    has answered starts a new round trip."""
-
-    def __init__(self, url: str):
-        info = conninfo_to_dict(url)
-        host, port = info.get("host") or "localhost", int(info.get("port") or 5432)
-        self._upstream = (lambda: _unix_connection(f"{host}/.s.PGSQL.{port}")) \
-            if host.startswith("/") else (lambda: socket.create_connection((host, port)))
-        self.round_trips = 0
-        self._lock = threading.Lock()
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
-        info.update(host="127.0.0.1", port=str(self._listener.getsockname()[1]))
-        self.url = _url(info)
-
-    def _accept(self):
-        while True:
-            client, _ = self._listener.accept()
-            server = self._upstream()
-            for sock in (client, server):
-                if sock.family != socket.AF_UNIX:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            state = {"answered": True}
-            threading.Thread(target=self._pipe, args=(client, server, state, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, state, False), daemon=True).start()
-
-    def _pipe(self, source, target, state, from_client):
-        try:
-            while data := source.recv(65536):
-                with self._lock:
-                    if from_client and state["answered"]:
-                        self.round_trips += 1
-                    state["answered"] = not from_client
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
-def _unix_connection(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(path)
-    return sock
 
 
 def _url(info: dict) -> str:
@@ -180,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                                       upstash_proxy.make_handler(CountingUpstash(redis_url, TOKEN)))
         upstash.daemon_threads = True
         threading.Thread(target=upstash.serve_forever, daemon=True).start()
-        relay = PostgresRelay(bench_db)
+        counter = RoundTripCounter(conninfo_to_dict(bench_db))
+        relay_url = _url({**conninfo_to_dict(bench_db), "host": "127.0.0.1", "port": str(counter.port)})
         os.environ.update({
             "UPSTASH_REDIS_REST_URL": f"http://127.0.0.1:{upstash.server_address[1]}",
             "UPSTASH_REDIS_REST_TOKEN": TOKEN, "CLERK_JWT_KEY": PUBLIC_PEM, "SENTRY_DSN": "",
@@ -189,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             "QUOTA_TRIAL": "1000000", "RATE_LIMIT_IP": "1000000/60s",
             "RATE_LIMIT_USER": "1000000/60s"})
         config.reload()
-        _run(fake, relay, bench_db, requests)
+        _run(fake, counter, relay_url, bench_db, requests)
     finally:
         db.close_all()
         fake.close()
@@ -224,7 +173,8 @@ def _use_database(url: str) -> None:
     config.reload()
 
 
-def _run(fake: FakeOpenAI, relay: PostgresRelay, direct_url: str, count: int) -> None:
+def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url: str,
+         count: int) -> None:
     import openai
 
     sdk = openai.OpenAI(api_key="sk-bench", base_url=fake.base_url, max_retries=0)
@@ -251,16 +201,16 @@ def _run(fake: FakeOpenAI, relay: PostgresRelay, direct_url: str, count: int) ->
                 route_ms += _time_calls(route, min(50, n))
             return bare_ms, route_ms
 
-        _use_database(relay.url)
+        _use_database(relay_url)
         for _ in range(20):  # warm: SDK import, pooled connections, provisioning
             bare()
             route()
-        redis_before, pg_before = CountingUpstash.requests, relay.round_trips
+        redis_before, pg_before = CountingUpstash.requests, counter.turns
         probe = 50
         for _ in range(probe):
             route()
         redis_rt = (CountingUpstash.requests - redis_before) / probe
-        pg_rt = (relay.round_trips - pg_before) / probe
+        pg_rt = (counter.turns - pg_before) / probe
 
         _use_database(direct_url)  # timings without the counting relay in the path
         route()
