@@ -77,10 +77,6 @@ class RateLimited(AppError):
     status, code, default_message = 429, "rate_limited", "Too many requests"
 
 
-class NotImplementedYet(AppError):
-    status, code, default_message = 501, "not_implemented", "This route is not implemented yet"
-
-
 class ProviderUnavailable(AppError):
     status, code, default_message = 502, "provider_unavailable", "Every LLM provider failed"
 

@@ -229,7 +229,3 @@ class Endpoint(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         pass  # one structured line per request is written by _dispatch instead
-
-
-def not_implemented(_self, _request: Request):
-    raise errors.NotImplementedYet()

@@ -34,7 +34,8 @@ def serve_in_process(entrypoint: str | type):
     handler = load_handler(entrypoint) if isinstance(entrypoint, str) else entrypoint
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutdown() waits for it, once per test that serves a route.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
