@@ -45,6 +45,17 @@ def quota_status(limit: int, used: int, month: date) -> dict:
             "resets_at": _next_month(month).isoformat().replace("+00:00", "Z")}
 
 
+def used_this_month(conn, organization_ids: list, now: datetime) -> dict:
+    """This UTC month's quota use per organization, read from the counter `reserve` maintains
+    (reserved or succeeded; failed generations were given back). Organizations that used
+    nothing are absent. Read-only; the same number the generate route enforces."""
+    month = now.astimezone(timezone.utc).date().replace(day=1)
+    rows = conn.execute("SELECT organization_id, used FROM generation_usage "
+                        "WHERE organization_id = ANY(%s) AND month = %s",
+                        (organization_ids, month)).fetchall()
+    return {row["organization_id"]: row["used"] for row in rows}
+
+
 def _next_month(month: date) -> datetime:
     first = date(month.year + month.month // 12, month.month % 12 + 1, 1)
     return datetime.combine(first, time(0), timezone.utc)

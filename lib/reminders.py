@@ -17,9 +17,8 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 
-import psycopg
 
-from lib import cron, db
+from lib import cron, db, quota
 from lib.config import settings
 from lib.http import Request
 from lib.mailer import DeliveryFailed, DeliveryUnknown, Mailer
@@ -68,36 +67,10 @@ UPDATE reminder_deliveries SET status = %s, error = %s,
        sent_at = CASE WHEN %s = 'sent' THEN now() END
 WHERE user_id = %s AND iso_week = %s AND status = 'sending'
 """
-_MONTH_USAGE = """
-SELECT organization_id, count(*) AS used FROM generations
-WHERE organization_id = ANY(%s) AND created_at >= %s AND created_at < %s
-  AND status IN ('succeeded', 'pending')
-GROUP BY organization_id
-"""
-
-
 def iso_week(moment: datetime) -> str:
     """'2026-W49': the ISO week (UTC) a reminder belongs to."""
     year, week, _ = moment.astimezone(timezone.utc).isocalendar()
     return f"{year}-W{week:02d}"
-
-
-def _month_bounds(now: datetime) -> tuple[datetime, datetime]:
-    start = now.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return start, (start + timedelta(days=32)).replace(day=1)
-
-
-def generations_used_this_month(conn: psycopg.Connection, organization_ids: list,
-                                now: datetime) -> dict:
-    """Generations each organization has used of its quota in `now`'s UTC month: rows with
-    status 'succeeded' or 'pending' (in flight counts; failed doesn't). Organizations with
-    none are absent. Read-only.
-
-    TODO(merge): the same rule as the generate route's quota check (issue 3); unify the two.
-    """
-    start, end = _month_bounds(now)
-    rows = conn.execute(_MONTH_USAGE, (organization_ids, start, end)).fetchall()
-    return {row["organization_id"]: row["used"] for row in rows}
 
 
 def compose(recipient: dict, used: int, now: datetime) -> EmailMessage:
@@ -167,7 +140,7 @@ def send_weekly_reminders(budget: cron.Budget, now: datetime | None = None) -> d
                 _RECIPIENTS, {**params, "after": after, "limit": PAGE_SIZE}).fetchall())
             if not page:
                 break
-            usage = db.run(lambda conn: generations_used_this_month(
+            usage = db.run(lambda conn: quota.used_this_month(
                 conn, list({row["organization_id"] for row in page}), now))
             for recipient in page:
                 if not budget.keep_going():

@@ -64,9 +64,11 @@ def test_email_shows_usage_this_month_trial_end_and_a_signed_unsubscribe_link(ur
     trial = rows.org(sql, "TRIAL", trial_ends_at=ends)
     user_id = rows.user(sql, trial)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    for status in ("succeeded", "succeeded", "pending", "failed"):  # 3 count against the quota
-        rows.generation(sql, trial, created_at=month_start + timedelta(seconds=1), status=status)
-    rows.generation(sql, trial, created_at=month_start - timedelta(seconds=1))  # last month
+    # The quota counter the generate route maintains (lib.quota): 3 this month, 9 last month.
+    last_month = (month_start - timedelta(days=1)).replace(day=1)
+    sql.execute("INSERT INTO generation_usage (organization_id, month, used, quota_limit) "
+                "VALUES (%s, %s, 3, 50), (%s, %s, 9, 50)",
+                (trial, month_start.date(), trial, last_month.date()))
 
     assert fire(url, PATH).json()["sent"] == 1
     message = smtp.messages[0]
