@@ -17,7 +17,6 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 
-
 from lib import cron, db, quota
 from lib.config import settings
 from lib.http import Request
