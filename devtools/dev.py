@@ -94,6 +94,7 @@ def dev_cron_secret() -> str:
     """A random CRON_SECRET kept in .data, so it stays the same across `make dev` restarts."""
     path = services.DATA / "dev-cron-secret"
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .data yet
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
