@@ -21,7 +21,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from lib.config import settings
+from lib.config import per_settings, settings
 from lib.errors import AuthUnavailable, ConfigError, Forbidden, Unauthorized
 
 ROLES = ("OWNER", "ADMIN", "MEMBER")
@@ -136,24 +136,19 @@ def _pem_key(pem: str):
 
 
 class _Jwks:
-    """Clerk's signing keys by kid, fetched once per process and refreshed on an unknown kid."""
+    """One Clerk instance's signing keys by kid, fetched once and refreshed on an unknown kid.
+    One per settings value (`_jwks`): keys of one Clerk instance never verify another's tokens."""
 
-    def __init__(self):
+    def __init__(self, api_url: str, secret: str):
+        self._scope = (api_url, secret)
         self._lock = threading.Lock()
-        self._scope: tuple | None = None
         self._keys: dict[str, object] = {}
         self._fetched_at = float("-inf")
 
     def key(self, kid: str | None):
-        cfg = settings()
-        if not cfg.clerk_secret_key:
-            raise ConfigError("CLERK_JWT_KEY or CLERK_SECRET_KEY must be set")
-        scope = (cfg.clerk_api_url, cfg.clerk_secret_key)
         with self._lock:
-            if self._scope != scope:  # keys of one Clerk instance never verify another's tokens
-                self._scope, self._keys, self._fetched_at = scope, {}, float("-inf")
             if kid not in self._keys and time.monotonic() - self._fetched_at >= _JWKS_REFRESH_S:
-                self._keys = self._fetch(*scope)
+                self._keys = self._fetch(*self._scope)
                 self._fetched_at = time.monotonic()
             key = self._keys.get(kid) if kid else (next(iter(self._keys.values()), None)
                                                    if len(self._keys) == 1 else None)
@@ -180,8 +175,12 @@ class _Jwks:
         return parsed
 
 
-_jwks = _Jwks()
+@per_settings
+def _jwks(cfg) -> _Jwks:
+    if not cfg.clerk_secret_key:
+        raise ConfigError("CLERK_JWT_KEY or CLERK_SECRET_KEY must be set")
+    return _Jwks(cfg.clerk_api_url, cfg.clerk_secret_key)
 
 
 def _jwks_key(kid):
-    return _jwks.key(kid if isinstance(kid, str) else None)
+    return _jwks().key(kid if isinstance(kid, str) else None)

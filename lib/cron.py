@@ -15,11 +15,10 @@ from collections.abc import Callable
 from psycopg.types.json import Jsonb
 
 from lib import db, errors
-from lib.config import settings
+from lib.config import MIN_SECRET_CHARS as MIN_SECRET_LENGTH, settings
 from lib.http import Request
 from lib.observability import log
 
-MIN_SECRET_LENGTH = 16
 _LOCK_CLASS = 0x63726F6E  # "cron": the first key of every cron job's advisory lock
 # Longer than any Vercel function can live (800 s), so only a lost holder is ever cut off.
 _LOCK_HOLD_LIMIT_MS = 15 * 60 * 1000

@@ -68,10 +68,10 @@ def block_ip(ip: str, hours: float = DEFAULT_HOURS, reason: str = "manual block"
     reason = (reason or "").strip()[:500] or "manual block"
     ttl = max(1, round(hours * 3600))
     redis.call(redis.client().setex, KEY_PREFIX + ip, ttl, "true")
-    row = db.run(lambda conn: conn.execute(
+    row = db.fetchone(
         """INSERT INTO ip_blocks (ip, reason, source, expires_at)
            VALUES (%s, %s, %s, now() + make_interval(secs => %s))
-           RETURNING created_at, expires_at""", (ip, reason, source, ttl)).fetchone())
+           RETURNING created_at, expires_at""", (ip, reason, source, ttl))
     return BlockedIp(ip, ttl, reason, source, row["created_at"], row["expires_at"])
 
 
@@ -80,8 +80,7 @@ def unblock_ip(ip: str) -> bool:
     Idempotent; returns whether a Redis block existed."""
     ip = normalize_ip(ip)
     existed = bool(redis.call(redis.client().delete, KEY_PREFIX + ip))
-    db.run(lambda conn: conn.execute(
-        "UPDATE ip_blocks SET expires_at = now() WHERE ip = %s AND expires_at > now()", (ip,)))
+    db.execute("UPDATE ip_blocks SET expires_at = now() WHERE ip = %s AND expires_at > now()", (ip,))
     return existed
 
 
@@ -108,10 +107,9 @@ def list_blocked(limit: int = 100) -> list[BlockedIp]:
     for ip in ips:
         pipeline.ttl(KEY_PREFIX + ip)
     ttls = redis.call(pipeline.exec)
-    rows = db.run(lambda conn: conn.execute(
+    rows = db.fetchall(
         """SELECT DISTINCT ON (ip) host(ip) AS ip, reason, source, created_at, expires_at
-           FROM ip_blocks WHERE ip = ANY(%s::inet[]) ORDER BY ip, created_at DESC""",
-        (ips,)).fetchall())
+           FROM ip_blocks WHERE ip = ANY(%s::inet[]) ORDER BY ip, created_at DESC""", (ips,))
     records = {row["ip"]: row for row in rows}
     blocked = []
     for ip, ttl in zip(ips, ttls):

@@ -4,8 +4,8 @@ health and the Stripe webhook answer 503 with Retry-After.
 The flag lives in Redis (key `maintenance`) and in Postgres (`app_flags`, name `maintenance`).
 Routes read Redis, and Postgres only while Redis is unreachable. The state is cached per
 process for CACHE_S seconds: a warm function pays no round trip for it on most requests, and a
-switch reaches every instance within CACHE_S. The cache is keyed by the settings object, so a
-`config.reload()` (tests, the CLI) starts from a fresh read.
+switch reaches every instance within CACHE_S. The cache is kept per settings value
+(`config.per_settings`), so a `config.reload()` (tests, the CLI) starts from a fresh read.
 """
 
 import json
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from lib import db, redis
-from lib.config import settings
+from lib.config import per_settings
 from lib.errors import AppError, ConfigError
 from lib.observability import log
 
@@ -23,8 +23,16 @@ KEY = "maintenance"
 CACHE_S = 5.0
 DEFAULT_RETRY_AFTER_S = 600
 
-_lock = threading.Lock()
-_cache: tuple[object, float, "State"] | None = None
+
+class _Cache:
+    """The last state read and until when it holds (one per settings value)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.entry: tuple[float, State] | None = None  # (expires at, state)
+
+
+_cache = per_settings(lambda cfg: _Cache())
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,7 @@ def _read_redis() -> dict | None:
 
 
 def _read_database() -> dict | None:
-    row = db.run(lambda conn: conn.execute(
-        "SELECT value FROM app_flags WHERE name = %s", (KEY,)).fetchone())
+    row = db.fetchone("SELECT value FROM app_flags WHERE name = %s", (KEY,))
     return row["value"] if row else None
 
 
@@ -79,25 +86,23 @@ def read() -> State:
 
 def current() -> State:
     """The flag as routes see it: cached for CACHE_S per process. Never raises."""
-    global _cache
-    now = time.monotonic()
-    owner = settings()
-    cached = _cache
-    if cached is not None and cached[0] is owner and now < cached[1]:
-        return cached[2]
-    with _lock:
-        cached = _cache
-        if cached is not None and cached[0] is owner and now < cached[1]:
-            return cached[2]
+    cache = _cache()
+    entry = cache.entry
+    if entry is not None and time.monotonic() < entry[0]:
+        return entry[1]
+    with cache.lock:
+        entry = cache.entry
+        if entry is not None and time.monotonic() < entry[0]:
+            return entry[1]
         state = read()
-        _cache = (owner, time.monotonic() + CACHE_S, state)
+        cache.entry = (time.monotonic() + CACHE_S, state)
         return state
 
 
 def _remember(state: State) -> None:
-    global _cache
-    with _lock:
-        _cache = (settings(), time.monotonic() + CACHE_S, state)
+    cache = _cache()
+    with cache.lock:
+        cache.entry = (time.monotonic() + CACHE_S, state)
 
 
 def enable(retry_after_s: int = DEFAULT_RETRY_AFTER_S, message: str | None = None) -> list[str]:
@@ -107,10 +112,9 @@ def enable(retry_after_s: int = DEFAULT_RETRY_AFTER_S, message: str | None = Non
              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     failed = []
     try:
-        db.run(lambda conn: conn.execute(
-            "INSERT INTO app_flags (name, value) VALUES (%s, %s::jsonb) "
-            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-            (KEY, json.dumps(value))))
+        db.execute("INSERT INTO app_flags (name, value) VALUES (%s, %s::jsonb) "
+                   "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                   (KEY, json.dumps(value)))
     except (AppError, ConfigError):
         failed.append("database")
     try:
@@ -130,7 +134,7 @@ def disable() -> list[str]:
     except (redis.RedisUnavailable, ConfigError):
         failed.append("redis")
     try:
-        db.run(lambda conn: conn.execute("DELETE FROM app_flags WHERE name = %s", (KEY,)))
+        db.execute("DELETE FROM app_flags WHERE name = %s", (KEY,))
     except (AppError, ConfigError):
         failed.append("database")
     _remember(State(False))

@@ -10,13 +10,12 @@ import json
 import sys
 import time
 
-from lib.config import settings
+from lib.config import per_settings
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "stripe-signature", "x-api-key",
                    "proxy-authorization", "upstash-token"}
-_sentry_dsn: str | None = None  # the DSN the SDK was initialised with
 
 
 def log(event: str, level: str = "info", **fields) -> None:
@@ -39,19 +38,17 @@ def _scrub(event: dict, _hint: dict) -> dict:
     return event
 
 
-def _sentry():
-    """The sentry_sdk module when a DSN is configured, else None. Initialises once per DSN."""
-    global _sentry_dsn
-    dsn = settings().sentry_dsn
-    if not dsn:
+@per_settings
+def _sentry(cfg):
+    """The sentry_sdk module when a DSN is configured, else None. Initialised once per
+    settings value (a config reload re-initialises it)."""
+    if not cfg.sentry_dsn:
         return None
     import sentry_sdk
 
-    if dsn != _sentry_dsn:  # re-initialise when the DSN changed (config reload, tests)
-        sentry_sdk.init(dsn=dsn, environment=settings().environment, send_default_pii=False,
-                        before_send=_scrub, default_integrations=False,
-                        auto_enabling_integrations=False, traces_sample_rate=0)
-        _sentry_dsn = dsn
+    sentry_sdk.init(dsn=cfg.sentry_dsn, environment=cfg.environment, send_default_pii=False,
+                    before_send=_scrub, default_integrations=False,
+                    auto_enabling_integrations=False, traces_sample_rate=0)
     return sentry_sdk
 
 

@@ -9,30 +9,32 @@ import httpx
 from upstash_redis import Redis
 from upstash_redis.errors import UpstashError
 
-from lib.config import settings
+from lib.config import per_settings, settings
 from lib.errors import ConfigError
-
-_client: tuple[tuple, Redis] | None = None
 
 
 class RedisUnavailable(Exception):
     """Redis could not be reached or answered with an error."""
 
 
+def _build(cfg) -> Redis:
+    redis = Redis(cfg.upstash_url, cfg.upstash_token, rest_retries=0,
+                  allow_telemetry=False, read_your_writes=False)
+    # upstash-redis builds its httpx client with no timeout at all; a hung Redis would
+    # hang the function until maxDuration. Bound every request instead.
+    redis._http._client.timeout = httpx.Timeout(cfg.redis_timeout_s)
+    return redis
+
+
+_client = per_settings(_build, close=Redis.close)
+
+
 def client() -> Redis:
-    global _client
-    cfg = settings()
-    if not cfg.upstash_url:
+    """The process's client for the current settings. Raises ConfigError when Redis isn't
+    configured."""
+    if not settings().upstash_url:
         raise ConfigError("UPSTASH_REDIS_REST_URL is not set")
-    key = (cfg.upstash_url, cfg.upstash_token, cfg.redis_timeout_s)
-    if _client is None or _client[0] != key:
-        redis = Redis(cfg.upstash_url, cfg.upstash_token, rest_retries=0,
-                      allow_telemetry=False, read_your_writes=False)
-        # upstash-redis builds its httpx client with no timeout at all; a hung Redis would
-        # hang the function until maxDuration. Bound every request instead.
-        redis._http._client.timeout = httpx.Timeout(cfg.redis_timeout_s)
-        _client = (key, redis)
-    return _client[1]
+    return _client()
 
 
 def call(fn, *args, **kwargs):

@@ -1,16 +1,25 @@
 """`doctor`: check every setting and reach Postgres and Redis, one line per check with a fix
 for each failure. Secrets are never printed: only their first characters (like the runbook's
 `echo $OPENAI_API_KEY | head -c 10`) and their length. Exit 1 when anything required is wrong;
-warnings (optional features off) don't fail."""
+warnings (optional features off) don't fail.
+
+What is checked comes from the table of variables in lib/config.py (`VARS`): each variable is
+parsed by lib.config, a variable production requires fails when unset, and one that is secret
+is shown only as a preview. This module adds what the table can't say: the shape a provider's
+key has, and where to get it (`_CHECKS`). `config-docs` writes .env.example and
+docs/configuration.md from the same table."""
 
 import argparse
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from lib import config, db, migrate, redis
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+ENVIRONMENT = "production"  # the doctor checks what a production deployment needs
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -21,15 +30,19 @@ class Check:
     fix: str = ""
 
 
+class _Bad(Exception):
+    """A set value of the wrong shape; the message is the check's detail (never the value)."""
+
+
 def register(commands) -> None:
     p = commands.add_parser("doctor", help="check settings, Postgres and Redis",
                             description=__doc__)
     p.add_argument("--offline", action="store_true", help="check the settings only")
     p.set_defaults(run=run)
-
-
-def _env(name: str) -> str:
-    return os.environ.get(name, "").strip()
+    p = commands.add_parser("config-docs", help="write .env.example and docs/configuration.md "
+                            "from lib/config.py", description=config_docs.__doc__)
+    p.add_argument("--check", action="store_true", help="only report files that are out of date")
+    p.set_defaults(run=config_docs)
 
 
 def preview(value: str) -> str:
@@ -38,141 +51,131 @@ def preview(value: str) -> str:
     return f"{shown}… ({len(value)} chars)"
 
 
-def _prefixed(name: str, prefixes: tuple[str, ...], *, required: bool, fix: str,
-              refuse: tuple[str, ...] = ()) -> Check:
-    value = _env(name)
-    if not value:
-        return Check(name, FAIL if required else WARN, "not set", fix)
-    if value.startswith(refuse) or not value.startswith(prefixes):
-        expected = " or ".join(f"{p}..." for p in prefixes)
-        return Check(name, FAIL, f"{preview(value)} does not look like {expected}", fix)
-    return Check(name, OK, preview(value))
+def _shown(var: config.Var, value) -> str:
+    values = value if isinstance(value, tuple) else (value,)
+    return ", ".join(preview(v) if var.secret else str(v) for v in values)
 
 
-def _database_url() -> Check:
-    value = _env("DATABASE_URL")
-    fix = "set DATABASE_URL to the Neon pooled connection string (postgresql://...)"
-    if not value:
-        return Check("DATABASE_URL", FAIL, "not set", fix)
+def _prefixed(*prefixes: str, refuse: tuple[str, ...] = ()) -> Callable[[config.Var, str], str]:
+    def check(var: config.Var, value: str) -> str:
+        if value.startswith(refuse) or not value.startswith(prefixes):
+            expected = " or ".join(f"{p}..." for p in prefixes)
+            raise _Bad(f"{preview(value)} does not look like {expected}")
+        return _shown(var, value)
+    return check
+
+
+def _each(prefix: str, noun: str) -> Callable[[config.Var, tuple[str, ...]], str]:
+    def check(var: config.Var, values: tuple[str, ...]) -> str:
+        if not all(v.startswith(prefix) for v in values):
+            raise _Bad(f"{noun} does not start with {prefix}")
+        return _shown(var, values)
+    return check
+
+
+def _database_url(var, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("postgres", "postgresql"):
-        return Check("DATABASE_URL", FAIL, f"scheme {parts.scheme[:12]!r}, expected postgresql", fix)
+        raise _Bad(f"scheme {parts.scheme[:12]!r}, expected postgresql")
     host = parts.hostname or "(local socket)"
-    return Check("DATABASE_URL", OK, f"{parts.scheme}://{parts.username or ''}@{host}{parts.path}")
+    return f"{parts.scheme}://{parts.username or ''}@{host}{parts.path}"
 
 
-def _upstash() -> list[Check]:
-    url, token = _env("UPSTASH_REDIS_REST_URL"), _env("UPSTASH_REDIS_REST_TOKEN")
-    fix = "copy the REST URL and token from the Upstash console (both are needed)"
-    checks = []
-    if not url:
-        checks.append(Check("UPSTASH_REDIS_REST_URL", FAIL, "not set", fix))
-    elif urlsplit(url).scheme not in ("https", "http"):
-        checks.append(Check("UPSTASH_REDIS_REST_URL", FAIL, "not an http(s) URL", fix))
-    else:
-        checks.append(Check("UPSTASH_REDIS_REST_URL", OK, urlsplit(url).netloc))
-    checks.append(Check("UPSTASH_REDIS_REST_TOKEN", OK, preview(token)) if token
-                  else Check("UPSTASH_REDIS_REST_TOKEN", FAIL, "not set", fix))
-    return checks
+def _http_url(var, value: str) -> str:
+    if urlsplit(value).scheme not in ("https", "http"):
+        raise _Bad("not an http(s) URL")
+    return urlsplit(value).netloc
 
 
-def _clerk() -> list[Check]:
+def _clerk_jwt_key(var, pem: str) -> str:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    pem, secret = _env("CLERK_JWT_KEY").replace("\\n", "\n"), _env("CLERK_SECRET_KEY")
-    fix = ("paste the PEM public key from Clerk > API keys > JWT public key (one line, \\n "
-           "escapes), or set CLERK_SECRET_KEY")
-    checks = []
-    if pem:
-        try:
-            key = load_pem_public_key(pem.encode())
-        except ValueError:
-            checks.append(Check("CLERK_JWT_KEY", FAIL, "not a parseable PEM public key", fix))
-        else:
-            if isinstance(key, rsa.RSAPublicKey):
-                checks.append(Check("CLERK_JWT_KEY", OK, f"RSA {key.key_size}-bit public key"))
-            else:
-                checks.append(Check("CLERK_JWT_KEY", FAIL, "not an RSA key (tokens are RS256)", fix))
-    if secret:
-        checks.append(_prefixed("CLERK_SECRET_KEY", ("sk_",), required=True,
-                                fix="use the secret key (sk_live_/sk_test_) from Clerk > API keys"))
-    if not checks:
-        checks.append(Check("CLERK_JWT_KEY", FAIL, "neither CLERK_JWT_KEY nor CLERK_SECRET_KEY set", fix))
-    return checks
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise _Bad("not a parseable PEM public key") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise _Bad("not an RSA key (tokens are RS256)")
+    return f"RSA {key.key_size}-bit public key"
 
 
-def _llm() -> list[Check]:
-    openai = _prefixed("OPENAI_API_KEY", ("sk-",), required=False, refuse=("sk-ant-",),
-                       fix="use an OpenAI API key (sk-...; an sk-ant- key belongs in ANTHROPIC_API_KEY)")
-    anthropic = _prefixed("ANTHROPIC_API_KEY", ("sk-ant-",), required=False,
-                          fix="set an Anthropic key (sk-ant-...) to have a fallback provider")
-    if openai.level == WARN and anthropic.level == WARN:
-        openai = Check("OPENAI_API_KEY", FAIL, "no LLM provider configured",
-                       "set OPENAI_API_KEY (and ANTHROPIC_API_KEY for the fallback)")
-    return [openai, anthropic]
+def _cron_secret(var, value: str) -> str:
+    if len(value) < config.MIN_SECRET_CHARS:
+        raise _Bad(f"only {len(value)} characters, needs at least {config.MIN_SECRET_CHARS}")
+    return preview(value)
 
 
-def _stripe() -> list[Check]:
-    checks = [_prefixed("STRIPE_SECRET_KEY", ("sk_", "rk_"), required=True,
-                        fix="use the secret (sk_) or restricted (rk_) key from Stripe > Developers")]
-    secrets = [s.strip() for s in _env("STRIPE_WEBHOOK_SECRET").split(",") if s.strip()]
-    fix = "copy the signing secret (whsec_...) of the webhook endpoint from Stripe > Webhooks"
-    if not secrets:
-        checks.append(Check("STRIPE_WEBHOOK_SECRET", FAIL, "not set", fix))
-    elif not all(s.startswith("whsec_") for s in secrets):
-        checks.append(Check("STRIPE_WEBHOOK_SECRET", FAIL, "a value does not start with whsec_", fix))
-    else:
-        checks.append(Check("STRIPE_WEBHOOK_SECRET", OK,
-                            ", ".join(preview(s) for s in secrets)))
-    for plan in ("TEAM", "AGENCY"):
-        name = f"STRIPE_PRICE_{plan}"
-        prices = [p.strip() for p in _env(name).split(",") if p.strip()]
-        fix = f"set the Stripe price id(s) of the {plan} plan (price_...; comma list)"
-        if not prices:
-            checks.append(Check(name, FAIL, "not set", fix))
-        elif not all(p.startswith("price_") for p in prices):
-            checks.append(Check(name, FAIL, "an id does not start with price_", fix))
-        else:
-            checks.append(Check(name, OK, ", ".join(prices)))  # price ids are not secret
-    return checks
+def _sentry_dsn(var, dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if not (parts.scheme in ("http", "https") and parts.username and parts.path.strip("/")):
+        raise _Bad("not a DSN (https://key@host/project)")
+    return f"project {parts.path.strip('/')} at {parts.hostname}"
 
 
-def _cron_secret() -> Check:
-    value = _env("CRON_SECRET")
-    fix = "set CRON_SECRET to at least 16 random characters (e.g. `openssl rand -hex 32`)"
-    if not value:
-        return Check("CRON_SECRET", FAIL, "not set (cron routes refuse to run)", fix)
-    if len(value) < 16:
-        return Check("CRON_SECRET", FAIL, f"only {len(value)} characters, needs at least 16", fix)
-    return Check("CRON_SECRET", OK, preview(value))
+def _smtp_url(var, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise _Bad("scheme must be smtp or smtps")
+    return f"{parts.scheme}://{parts.hostname}"
 
 
-def _optional() -> list[Check]:
-    checks = []
-    dsn = _env("SENTRY_DSN")
-    if not dsn:
-        checks.append(Check("SENTRY_DSN", WARN, "not set: errors are not reported",
-                            "set the project DSN from Sentry > Settings > Client Keys"))
-    else:
-        parts = urlsplit(dsn)
-        valid = parts.scheme in ("http", "https") and parts.username and parts.path.strip("/")
-        checks.append(Check("SENTRY_DSN", OK, f"project {parts.path.strip('/')} at {parts.hostname}")
-                      if valid else Check("SENTRY_DSN", FAIL, "not a DSN (https://key@host/project)",
-                                          "copy the DSN from Sentry > Settings > Client Keys"))
-    smtp, sender = _env("SMTP_URL"), _env("EMAIL_FROM")
-    if not smtp:
-        checks.append(Check("SMTP_URL", WARN, "not set: weekly reminders are not sent",
-                            "set SMTP_URL=smtp://user:pass@host:587 (or smtps://) and EMAIL_FROM"))
-    elif urlsplit(smtp).scheme not in ("smtp", "smtps"):
-        checks.append(Check("SMTP_URL", FAIL, "scheme must be smtp or smtps",
-                            "use smtp://user:pass@host:587 (STARTTLS) or smtps://host:465"))
-    else:
-        checks.append(Check("SMTP_URL", OK, f"{urlsplit(smtp).scheme}://{urlsplit(smtp).hostname}"))
-        if "@" not in sender:
-            checks.append(Check("EMAIL_FROM", FAIL, "not an email address",
-                                "set EMAIL_FROM, e.g. Ascendos <hello@example.com>"))
-    return checks
+def _email_from(var, value: str) -> str:
+    if "@" not in value:
+        raise _Bad("not an email address")
+    return value
+
+
+_UPSTASH_FIX = "copy the REST URL and token from the Upstash console (both are needed)"
+_CLERK_FIX = ("paste the PEM public key from Clerk > API keys > JWT public key (one line, \\n "
+              "escapes), or set CLERK_SECRET_KEY")
+# Variable -> (shape check: parsed value -> what to show, raising _Bad; the fix when it fails).
+_CHECKS: dict[str, tuple[Callable | None, str]] = {
+    "DATABASE_URL": (_database_url, "set DATABASE_URL to the Neon pooled connection string "
+                     "(postgresql://...)"),
+    "UPSTASH_REDIS_REST_URL": (_http_url, _UPSTASH_FIX),
+    "UPSTASH_REDIS_REST_TOKEN": (None, _UPSTASH_FIX),
+    "CLERK_JWT_KEY": (_clerk_jwt_key, _CLERK_FIX),
+    "CLERK_SECRET_KEY": (_prefixed("sk_"), "use the secret key (sk_live_/sk_test_) from Clerk > "
+                         "API keys"),
+    "OPENAI_API_KEY": (_prefixed("sk-", refuse=("sk-ant-",)), "use an OpenAI API key (sk-...; an "
+                       "sk-ant- key belongs in ANTHROPIC_API_KEY)"),
+    "ANTHROPIC_API_KEY": (_prefixed("sk-ant-"), "set an Anthropic key (sk-ant-...) to have a "
+                          "fallback provider"),
+    "STRIPE_SECRET_KEY": (_prefixed("sk_", "rk_"), "use the secret (sk_) or restricted (rk_) key "
+                          "from Stripe > Developers"),
+    "STRIPE_WEBHOOK_SECRET": (_each("whsec_", "a value"), "copy the signing secret (whsec_...) of "
+                              "the webhook endpoint from Stripe > Webhooks"),
+    "STRIPE_PRICE_TEAM": (_each("price_", "an id"), "set the Stripe price id(s) of the TEAM plan "
+                          "(price_...; comma list)"),
+    "STRIPE_PRICE_AGENCY": (_each("price_", "an id"), "set the Stripe price id(s) of the AGENCY "
+                            "plan (price_...; comma list)"),
+    "CRON_SECRET": (_cron_secret, f"set CRON_SECRET to at least {config.MIN_SECRET_CHARS} random "
+                    "characters (e.g. `openssl rand -hex 32`)"),
+    "SENTRY_DSN": (_sentry_dsn, "set the project DSN from Sentry > Settings > Client Keys"),
+    "SMTP_URL": (_smtp_url, "set SMTP_URL=smtp://user:pass@host:587 (STARTTLS) or smtps://... "
+                 "and EMAIL_FROM"),
+    "EMAIL_FROM": (_email_from, "set EMAIL_FROM, e.g. Ascendos <hello@example.com>"),
+}
+
+
+def _variable_check(var: config.Var, values: dict[str, object]) -> Check | None:
+    value = values[var.name]
+    shape, fix = _CHECKS.get(var.name, (None, "set it (see docs/configuration.md)"))
+    if isinstance(value, config.ConfigError):
+        return Check(var.name, FAIL, str(value), fix)
+    if value in (None, ()):
+        alternative = values.get(var.alternative) if var.alternative else None
+        if ENVIRONMENT in var.required and alternative in (None, ()):
+            also = f" (nor {var.alternative})" if var.alternative else ""
+            return Check(var.name, FAIL, f"not set{also}", fix)
+        if var.unset:
+            return Check(var.name, WARN, f"not set: {var.unset}", fix)
+        return None  # optional, and nothing is lost without it
+    try:
+        return Check(var.name, OK, shape(var, value) if shape else _shown(var, value))
+    except _Bad as bad:
+        return Check(var.name, FAIL, str(bad), fix)
 
 
 def settings_checks() -> list[Check]:
@@ -182,8 +185,13 @@ def settings_checks() -> list[Check]:
         parsed = Check("settings", OK, "every variable parses")
     except config.ConfigError as exc:
         parsed = Check("settings", FAIL, str(exc), "correct the variable named above")
-    return [parsed, _database_url(), *_upstash(), *_clerk(), *_llm(), *_stripe(), _cron_secret(),
-            *_optional()]
+    values = config.read_all()
+    if values["SMTP_URL"] in (None, ()):
+        values["EMAIL_FROM"] = None  # only the reminders' sender: unused without SMTP
+    elif values["EMAIL_FROM"] is None:
+        values["EMAIL_FROM"] = ""  # needed with SMTP: fails the shape check
+    checks = [_variable_check(config.BY_NAME[name], values) for name in _CHECKS]
+    return [parsed, *(check for check in checks if check is not None)]
 
 
 def connectivity_checks() -> list[Check]:
@@ -219,3 +227,19 @@ def run(args: argparse.Namespace) -> int:
     warned = sum(c.level == WARN for c in checks)
     print(f"{failed} failed, {warned} warning(s), {len(checks) - failed - warned} ok")
     return 1 if failed else 0
+
+
+def config_docs(args: argparse.Namespace) -> int:
+    """Write .env.example and docs/configuration.md from the table of variables in
+    lib/config.py (with --check, only list the files that differ and exit 1)."""
+    stale = []
+    for relative, render in config.GENERATED.items():
+        path, text = ROOT / relative, render()
+        if not path.exists() or path.read_text() != text:
+            stale.append(relative)
+            if not args.check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    verb = "out of date" if args.check else "written"
+    print(f"{verb}: {', '.join(stale)}" if stale else "up to date")
+    return 1 if stale and args.check else 0

@@ -120,20 +120,20 @@ def test_authorized_parties_accept_listed_azp_and_refuse_others(pem_key, monkeyp
 
 
 def test_jwks_is_fetched_once_per_process_and_reused(clerk):
-    auth._jwks = auth._Jwks()
+    config.reload()  # a fresh JWKS cache
     for _ in range(3):
         assert auth.authenticate(_Request(mint_token("u"))).user_id == "u"
     assert clerk.fetches == 1
 
 
 def test_jwks_refuses_a_token_signed_by_another_key(clerk):
-    auth._jwks = auth._Jwks()
+    config.reload()  # a fresh JWKS cache
     with pytest.raises(errors.Unauthorized):
         auth.authenticate(_Request(mint_token("u", key=OTHER_PRIVATE_PEM)))
 
 
 def test_unknown_kid_refetches_at_most_once_per_minute(clerk):
-    auth._jwks = auth._Jwks()
+    config.reload()  # a fresh JWKS cache
     auth.authenticate(_Request(mint_token("u")))
     for _ in range(5):
         with pytest.raises(errors.Unauthorized):
@@ -142,7 +142,7 @@ def test_unknown_kid_refetches_at_most_once_per_minute(clerk):
 
 
 def test_unreachable_jwks_is_auth_unavailable(clerk):
-    auth._jwks = auth._Jwks()
+    config.reload()  # a fresh JWKS cache
     clerk.status = 500
     with pytest.raises(errors.AuthUnavailable):
         auth.authenticate(_Request(mint_token("u")))
