@@ -96,8 +96,10 @@ def test_settings_are_frozen_and_hashable_by_value(monkeypatch):
     assert dict(first.quotas.items()) == {"TRIAL": 50, "TEAM": 1000, "AGENCY": 5000}
     with pytest.raises(KeyError):
         first.quotas["GOLD"]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         first.quotas.team = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.trial_days = 1  # type: ignore[misc]
     monkeypatch.setenv("QUOTA_TEAM", "7")
     assert config.reload() != first
 
