@@ -1,5 +1,7 @@
 """lib.db: pooled connections survive a server-side drop; an unreachable server is a clean error."""
 
+import time
+
 import psycopg
 import pytest
 
@@ -56,3 +58,36 @@ def test_long_idle_connection_is_checked_before_reuse(database_url, monkeypatch)
         admin.execute("SELECT pg_terminate_backend(%s)", (first,))
     with db.connection() as conn:  # no retry here: the check must have replaced it
         assert conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"] != first
+
+
+def test_one_statement_helpers_return_rows_and_counts():
+    db.execute("INSERT INTO app_flags (name, value) VALUES (%s, '{}'::jsonb), (%s, '{}'::jsonb)",
+               ("a-flag", "b-flag"))
+    assert db.fetchone("SELECT name FROM app_flags WHERE name = %s", ("a-flag",)) == {"name": "a-flag"}
+    assert db.fetchone("SELECT name FROM app_flags WHERE name = %s", ("nope",)) is None
+    assert [row["name"] for row in db.fetchall("SELECT name FROM app_flags ORDER BY name")] == \
+        ["a-flag", "b-flag"]
+    assert db.execute("DELETE FROM app_flags WHERE name LIKE %s", ("%-flag",)) == 2
+
+
+def test_helpers_retry_once_when_a_pooled_connection_was_dropped(database_url):
+    first = _backend_pid()
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    assert db.fetchone("SELECT pg_backend_pid() AS pid")["pid"] != first
+
+
+def test_a_reload_to_another_database_starts_a_fresh_pool(database_url, monkeypatch):
+    first = _backend_pid()
+    pool = db._pool.peek()
+    monkeypatch.setenv("DATABASE_URL", database_url + "?application_name=other")
+    config.reload()
+    assert _backend_pid() != first and db._pool.peek() is not pool
+    with psycopg.connect(database_url, autocommit=True) as admin:  # the old pool closed its own
+        for _ in range(100):  # a closed backend leaves pg_stat_activity within milliseconds
+            alive = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                  (first,)).fetchone()[0]
+            if not alive:
+                break
+            time.sleep(0.02)
+        assert alive == 0
