@@ -5,6 +5,8 @@ import uuid
 import psycopg
 import pytest
 
+from lib import config
+from ops import doctor
 from tests.conftest import _with_dbname
 from tests.support.cli import run_cli
 from tests.support.tokens import PUBLIC_PEM
@@ -92,3 +94,13 @@ def test_pending_migrations_fail_with_the_command_that_fixes_them(postgres_serve
     finally:
         with psycopg.connect(postgres_server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_every_variable_production_requires_is_checked_and_every_check_is_a_variable():
+    required = {var.name for var in config.VARS if doctor.ENVIRONMENT in var.required}
+    assert required and required <= set(doctor._CHECKS) <= set(config.BY_NAME)
+
+
+def test_config_docs_reports_the_generated_files_up_to_date():
+    result = run_cli("config-docs", "--check")
+    assert result.returncode == 0 and "up to date" in result.stdout
