@@ -6,8 +6,9 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from lib import config, cron, reminders
-from lib.unsubscribe import verify_token
+from lib import config
+from lib.jobs import cron, reminders
+from lib.jobs.unsubscribe import verify_token
 from tests.support import crons as rows
 from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
 

@@ -1,11 +1,11 @@
-"""Unsubscribe tokens (lib.unsubscribe): only the key holder can make one, for one user."""
+"""Unsubscribe tokens (lib.jobs.unsubscribe): only the key holder can make one, for one user."""
 
 import base64
 
 import pytest
 
 from lib import config, errors
-from lib.unsubscribe import InvalidUnsubscribeToken, opt_out_with_token, unsubscribe_token, verify_token
+from lib.jobs.unsubscribe import InvalidUnsubscribeToken, opt_out_with_token, unsubscribe_token, verify_token
 from tests.support import crons as rows
 from tests.support.crons import cron_secret, sql  # noqa: F401 - fixtures
 

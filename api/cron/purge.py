@@ -5,7 +5,7 @@ runbook's manual trigger. `?dry_run=1` or `{"dry_run": true}` only counts.
 """
 
 from lib.http import Endpoint
-from lib.purge import purge_cron
+from lib.jobs.purge import purge_cron
 
 
 class handler(Endpoint):

@@ -5,7 +5,7 @@ runbook's manual trigger. At most one reminder per user and ISO week, however of
 """
 
 from lib.http import Endpoint
-from lib.reminders import weekly_reminders_cron
+from lib.jobs.reminders import weekly_reminders_cron
 
 
 class handler(Endpoint):

@@ -21,7 +21,8 @@ tokens and cost summed; a missing provider/model is ''.
 import time
 from datetime import datetime, timedelta, timezone
 
-from lib import cron, db, errors
+from lib import db, errors
+from lib.jobs import cron
 from lib.config import PLANS, settings
 from lib.http import Request
 
@@ -163,7 +164,7 @@ def dry_run_requested(request: Request) -> bool:
 
 
 def purge_cron(request: Request) -> dict:
-    """The route: authorize, read dry_run, then run the purge under its lock (see lib.cron)."""
+    """The route: authorize, read dry_run, then run the purge under its lock (see lib.jobs.cron)."""
     cron.authorize(request)
     dry_run = dry_run_requested(request)
     return cron.run_exclusively(JOB, lambda budget: purge(budget, dry_run=dry_run))

@@ -17,12 +17,13 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 
-from lib import cron, db, quota
+from lib import db, quota
+from lib.jobs import cron
 from lib.config import settings
 from lib.http import Request
-from lib.mailer import DeliveryFailed, DeliveryUnknown, Mailer
+from lib.jobs.mailer import DeliveryFailed, DeliveryUnknown, Mailer
 from lib.observability import log
-from lib.unsubscribe import unsubscribe_url
+from lib.jobs.unsubscribe import unsubscribe_url
 
 JOB = "weekly-reminders"
 PAGE_SIZE = 100
@@ -183,6 +184,6 @@ def _deliver(mailer: Mailer, recipient: dict, used: int, week: str, now: datetim
 
 
 def weekly_reminders_cron(request: Request) -> dict:
-    """The route: authorize, then run the job under its lock (see lib.cron)."""
+    """The route: authorize, then run the job under its lock (see lib.jobs.cron)."""
     cron.authorize(request)
     return cron.run_exclusively(JOB, send_weekly_reminders)
