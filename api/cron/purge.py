@@ -5,7 +5,7 @@ runbook's manual trigger. `?dry_run=1` or `{"dry_run": true}` only counts.
 """
 
 from lib.http import Endpoint
-from lib.routes import cron
+from lib.routes import purge
 from lib.routes.hooks import maintenance_gate
 
 
@@ -14,7 +14,7 @@ class handler(Endpoint):
     before = (maintenance_gate,)
 
     def get(self, request):
-        return cron.purge(request)
+        return purge.purge(request)
 
     def post(self, request):
-        return cron.purge(request)
+        return purge.purge(request)

@@ -5,7 +5,7 @@ runbook's manual trigger. At most one reminder per user and ISO week, however of
 """
 
 from lib.http import Endpoint
-from lib.routes import cron
+from lib.routes import weekly_reminders
 from lib.routes.hooks import maintenance_gate
 
 
@@ -14,7 +14,7 @@ class handler(Endpoint):
     before = (maintenance_gate,)
 
     def get(self, request):
-        return cron.weekly_reminders(request)
+        return weekly_reminders.weekly_reminders(request)
 
     def post(self, request):
-        return cron.weekly_reminders(request)
+        return weekly_reminders.weekly_reminders(request)

@@ -1,15 +1,11 @@
-"""GET|POST /api/cron/<job>: the CRON_SECRET check and each job's request parsing.
-
-The jobs themselves (lib.jobs) take plain values; everything read from the request is read here.
-"""
+"""What every cron route (lib.routes.purge, lib.routes.weekly_reminders) checks first: the
+CRON_SECRET. The jobs themselves (lib.jobs) take plain values; the routes read the request."""
 
 import hmac
 
 from lib import errors
 from lib.config import settings
 from lib.http import Request
-from lib.jobs import purge as purge_job
-from lib.jobs import reminders
 from lib.jobs.cron import MIN_SECRET_LENGTH
 
 
@@ -36,34 +32,3 @@ def authorize(request: Request) -> None:
     if not any(candidate and _same(candidate, secret) for candidate in given):
         raise errors.Unauthorized("A valid CRON_SECRET is required")
 
-
-def _flag(value, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "0", "false", ""):
-        return value.lower() in ("1", "true")
-    raise errors.BadRequest(f"dry_run in the {source} must be true/false (or 1/0)")
-
-
-def dry_run_requested(request: Request) -> bool:
-    """`?dry_run=1` (any verb) or a POST body `{"dry_run": true}`. Raises BadRequest otherwise."""
-    dry_run = _flag(request.query.get("dry_run", ""), "query")
-    if request.method == "POST" and request.body().strip():
-        body = request.json()
-        unknown = set(body) - {"dry_run"}
-        if unknown:
-            raise errors.BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))[:200]}")
-        dry_run = dry_run or _flag(body.get("dry_run", False), "body")
-    return dry_run
-
-
-def purge(request: Request) -> dict:
-    """/api/cron/purge: authorize, read dry_run, then one purge run (lib.jobs.purge)."""
-    authorize(request)
-    return purge_job.run(dry_run=dry_run_requested(request))
-
-
-def weekly_reminders(request: Request) -> dict:
-    """/api/cron/weekly-reminders: authorize, then one reminders run (lib.jobs.reminders)."""
-    authorize(request)
-    return reminders.run()
