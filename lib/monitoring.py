@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 
 from lib import alerts, db, ip_blocks, redis
-from lib.billing.events import STATUSES as SUBSCRIPTION_STATUSES
+from lib.billing import STATUSES as SUBSCRIPTION_STATUSES
 from lib.config import PLANS
 from lib.errors import ConfigError
 from lib.jobs import JOBS
