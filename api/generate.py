@@ -2,10 +2,12 @@
 
 from lib.generation import generate
 from lib.http import Endpoint
+from lib.routes.hooks import maintenance_gate
 
 
 class handler(Endpoint):
     route = "/api/generate"
+    before = (maintenance_gate,)
 
     def post(self, request):
         return generate(request)

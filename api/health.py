@@ -1,12 +1,13 @@
-"""GET /api/health: the runbook's health check (database SELECT 1, Redis PING)."""
+"""GET /api/health: the runbook's health check (database SELECT 1, Redis PING).
 
-from lib.health import check_health
+Answers in maintenance mode too: no maintenance gate in `before`."""
+
 from lib.http import Endpoint
+from lib.routes import health
 
 
 class handler(Endpoint):
     route = "/api/health"
-    maintenance_exempt = True
 
     def get(self, request):
-        return check_health()
+        return health.health(request)

@@ -72,7 +72,7 @@ def _events(kind: str, n: int, start: int) -> list[tuple[bytes, str]]:
 
 
 def _verify_and_apply(body: bytes, header: str) -> str:
-    """What receive_stripe_webhook does, minus the HTTP layer."""
+    """What lib.routes.stripe does, minus the HTTP layer."""
     payload = verify_signature(body, header, config.settings().stripe_webhook_secrets)
     return ledger.apply_event(events.parse_event(payload))
 

@@ -6,7 +6,7 @@ INSERT into generations waited while the purge ran (it must never wait for more 
 
 Each measurement runs in a fresh database on the server of BENCH_DATABASE_URL, else
 TEST_DATABASE_URL, else the embedded Postgres; the rows are seeded with generate_series
-(plus 10% inside their retention window, which must survive), then `lib.purge.purge` runs
+(plus 10% inside their retention window, which must survive), then `lib.jobs.purge.purge` runs
 while another connection inserts generations rows back to back.
 """
 
@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from devtools import services
-from lib import config, cron, db, migrate, purge
+from lib import config, db, migrate
+from lib.jobs import cron, purge
 
 ORGS = 200
 BATCH_SIZES = (1000, 5000, 20000)

@@ -13,6 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from lib.config import PLANS
+from lib.jobs import PURGE, WEEKLY_REMINDERS
+
 PREFIX = "demo_"
 # USD per 1M tokens (input, output): rough public list prices, for plausible costs only.
 _MODELS = {("openai", "gpt-4o-mini"): (0.15, 0.60), ("openai", "gpt-4o"): (2.50, 10.0),
@@ -33,7 +36,7 @@ class Seeded:
 
 
 def _plan(rng: random.Random) -> str:
-    return rng.choices(("TRIAL", "TEAM", "AGENCY"), weights=(50, 35, 15))[0]
+    return rng.choices(PLANS, weights=(50, 35, 15))[0]  # PLANS is (TRIAL, TEAM, AGENCY)
 
 
 def _organizations(rng: random.Random, count: int, now: datetime) -> list[tuple]:
@@ -137,12 +140,12 @@ def seed(conn, *, organizations: int = 40, generations: int = 20_000, days: int 
                 copy.write_row((*key, *sums))
         result.rolled_up_days = len({key[0] for key in rollup})
 
-        for job, schedule_days in (("purge", 1), ("weekly-reminders", 7)):
+        for job, schedule_days in ((PURGE, 1), (WEEKLY_REMINDERS, 7)):
             for back in range(0, 28, schedule_days):
-                started = now.replace(hour=3 if job == "purge" else 9, minute=0, second=0,
+                started = now.replace(hour=3 if job == PURGE else 9, minute=0, second=0,
                                       microsecond=0) - timedelta(days=back + 1)
-                failed = job == "purge" and back == 3
-                counts = {"deleted": {"generations": rng.randint(0, 500)}} if job == "purge" \
+                failed = job == PURGE and back == 3
+                counts = {"deleted": {"generations": rng.randint(0, 500)}} if job == PURGE \
                     else {"sent": rng.randint(0, 40), "skipped": rng.randint(0, 5), "failed": 0}
                 counts["demo"] = True
                 conn.execute(

@@ -1,5 +1,24 @@
-"""The domain's exceptions. The HTTP layer (lib.http) maps each to a status and a JSON
-error body in exactly one place; domain code raises, it never builds responses for errors."""
+"""The domain's exceptions. The HTTP edge (lib.http) maps each to a status and a JSON error
+body in exactly one place; domain code raises, it never builds responses for errors. Every
+exception takes its whole state (message, headers, details) in its constructor.
+
+Every AppError subclass in the tree, by status (defined here unless a module is named):
+- 400 BadRequest: InvalidJson, InvalidSignature, InvalidEvent, and
+  InvalidUnsubscribeToken (lib.jobs.unsubscribe)
+- 401 Unauthorized
+- 402 PaymentRequired: QuotaExceeded, and TrialExpired, SubscriptionInactive (quota)
+- 403 Forbidden: IpBlocked
+- 404 NotFound
+- 405 MethodNotAllowed
+- 411 LengthRequired
+- 413 PayloadTooLarge
+- 429 RateLimited
+- 4xx/5xx MalformedRequest (status given: whatever http.server itself rejected)
+- 500 WebhookNotApplied, ConfigError
+- 502 ProviderUnavailable, and ProviderRejected (llm)
+- 503 ServiceUnavailable: AuthUnavailable, MaintenanceMode, DatabaseUnavailable, and
+  NoProviderConfigured (llm)
+"""
 
 
 class AppError(Exception):
@@ -61,20 +80,26 @@ class MethodNotAllowed(AppError):
     status, code, default_message = 405, "method_not_allowed", "Method not allowed"
 
 
-class Conflict(AppError):
-    status, code, default_message = 409, "conflict", "Conflict"
+class LengthRequired(AppError):
+    status, code, default_message = 411, "length_required", "Content-Length is required"
 
 
 class PayloadTooLarge(AppError):
     status, code, default_message = 413, "payload_too_large", "Request body too large"
 
 
-class UnsupportedMediaType(AppError):
-    status, code, default_message = 415, "unsupported_media_type", "Expected application/json"
-
-
 class RateLimited(AppError):
     status, code, default_message = 429, "rate_limited", "Too many requests"
+
+
+class MalformedRequest(AppError):
+    """A request http.server rejected before any route saw it; `status` is the one it chose."""
+
+    code, default_message = "malformed_request", "Malformed request"
+
+    def __init__(self, status: int, message: str | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class ProviderUnavailable(AppError):

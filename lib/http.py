@@ -6,6 +6,10 @@ declares `route` and one method per HTTP verb it answers (`get`, `post`, ...), e
 the same for every route: method dispatch (405 + Allow), the body size cap (413 before
 reading), JSON parsing, client IP and request id, the mapping of `lib.errors` to JSON errors,
 `Cache-Control: no-store`, one log line per request and reporting of unhandled exceptions.
+
+What differs per route is declared on the subclass, never imported here: `before` is a tuple
+of checks the edge runs ahead of the request being read (e.g. lib.routes.hooks.maintenance),
+so this module depends on nothing but errors, config and observability.
 """
 
 import ipaddress
@@ -13,20 +17,17 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from lib import errors, maintenance, observability
+from lib import errors, observability
 from lib.config import settings
 from lib.observability import log, report
 
 _VERBS = ("get", "post", "put", "patch", "delete")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9:_.\-]{1,128}$")
-
-
-class LengthRequired(errors.AppError):
-    status, code, default_message = 411, "length_required", "Content-Length is required"
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Request:
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            raise LengthRequired()
+            raise errors.LengthRequired()
         raw = self.headers.get("content-length")
         if raw is None:
             return b""
@@ -130,8 +131,10 @@ class Endpoint(BaseHTTPRequestHandler):
     """Base of the six route handlers. Subclasses set `route` and define verb methods."""
 
     route = "/"
-    # True for the routes that keep answering in maintenance mode (health, the Stripe webhook).
-    maintenance_exempt = False
+    # Checks run in order after method dispatch and before the request is parsed or read; each
+    # raises an AppError to refuse. Routes that must answer in maintenance mode (health, the
+    # Stripe webhook) simply leave lib.routes.hooks.maintenance out.
+    before: tuple[Callable[[], None], ...] = ()
     server_version = "ascendos"
     sys_version = ""
     # Headers and body go out as two writes; with Nagle on, the body waits for the client's
@@ -175,8 +178,8 @@ class Endpoint(BaseHTTPRequestHandler):
                 raise errors.MethodNotAllowed(
                     f"{self.command[:16]} is not allowed here",
                     headers={"Allow": ", ".join(self.allowed_methods())})
-            if not self.maintenance_exempt:
-                self._refuse_during_maintenance()
+            for check in self.before:
+                check()
             request = Request(self, request_id)
             request.body()  # size cap (413) and framing checks before any route logic
             result = method(self, request)
@@ -188,14 +191,6 @@ class Endpoint(BaseHTTPRequestHandler):
         except Exception as exc:
             report(exc, route=self.route)
             return Response(500, error_body(errors.AppError(), request_id))
-
-    @staticmethod
-    def _refuse_during_maintenance() -> None:
-        # Cached per process (lib.maintenance.CACHE_S): no round trip on most warm requests.
-        state = maintenance.current()
-        if state.on:
-            raise errors.MaintenanceMode(state.message or None,
-                                         headers={"Retry-After": str(state.retry_after_s)})
 
     def _send(self, response: Response, request_id: str) -> None:
         payload = b"" if response.body is None else json.dumps(response.body, default=str).encode()
@@ -223,8 +218,7 @@ class Endpoint(BaseHTTPRequestHandler):
         self.close_connection = True
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # else http.server writes a body without a status line
-        exc = errors.AppError(message or "Malformed request")
-        exc.status, exc.code = code, "malformed_request"
+        exc = errors.MalformedRequest(code, message)
         self._send(Response(code, error_body(exc, None)), uuid.uuid4().hex)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature

@@ -19,24 +19,23 @@ A settled day (ended more than 24 h ago) is computed once; later changes to its 
 
 import concurrent.futures
 import contextvars
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 
 from lib import alerts, db, ip_blocks, redis
-from lib.errors import BadRequest, ConfigError
+from lib.billing import STATUSES as SUBSCRIPTION_STATUSES
+from lib.config import PLANS
+from lib.errors import ConfigError
+from lib.jobs import JOBS
 from lib.observability import report
+from lib.utc import iso_week, timestamp
 
 DEFAULT_DAYS = 14
 MAX_DAYS = 90
 WEEKS = 8
 LISTED_IPS = 100
-JOBS = ("purge", "weekly-reminders")
-PLANS = ("TRIAL", "TEAM", "AGENCY")
-SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "canceled", "unpaid", "incomplete",
-                         "incomplete_expired", "paused")
-_DAYS = re.compile(r"^[0-9]{1,3}$")
+PLATFORM = "platform"  # the one dashboard scope today: every organization
 # fallback_reason values that mean OpenAI was not tried at all (lib/llm).
 OPENAI_SKIPPED = ("circuit_open", "not_configured")
 
@@ -79,20 +78,6 @@ class Window:
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(), timezone.utc)
-
-
-def parse_days(query: dict[str, str]) -> int:
-    """`?days=` (1..MAX_DAYS, default DEFAULT_DAYS); BadRequest for it out of bounds or any
-    other query parameter."""
-    unknown = sorted(set(query) - {"days"})
-    if unknown:
-        raise BadRequest(f"Unknown query parameter: {unknown[0][:40]}")
-    raw = query.get("days")
-    if raw is None:
-        return DEFAULT_DAYS
-    if not _DAYS.match(raw) or not 1 <= int(raw) <= MAX_DAYS:
-        raise BadRequest(f"days must be an integer from 1 to {MAX_DAYS}")
-    return int(raw)
 
 
 # --- lane 1: organizations, IP blocks of the last hour, crons --------------------------------
@@ -218,11 +203,6 @@ def _history_rows(window: Window) -> list[dict]:
     return db.run(lambda conn: conn.execute(_HISTORY, params).fetchall())
 
 
-def _iso_week(day: date) -> str:
-    year, week, _ = day.isocalendar()
-    return f"{year}-W{week:02d}"
-
-
 def _totals(rows: list[dict]) -> dict:
     input_tokens = sum(int(r["input_tokens"]) for r in rows)
     output_tokens = sum(int(r["output_tokens"]) for r in rows)
@@ -247,7 +227,7 @@ def _history(window: Window, rows: list[dict]) -> tuple[dict, dict]:
     for offset in range(WEEKS):
         monday = window.weekly_start + timedelta(days=7 * offset)
         count = sum(per_day.get(monday + timedelta(days=d), (0, 0))[0] for d in range(7))
-        weekly.append({"week": _iso_week(monday), "count": count})
+        weekly.append({"week": iso_week(monday), "count": count})
 
     week_from, month_from = window.today - timedelta(days=6), window.today - timedelta(days=29)
     month = [r for r in rows if r["day"] >= month_from]
@@ -360,9 +340,12 @@ def _public(metrics: dict) -> dict:
             "p95_latency_ms": plain(metrics["p95_latency_ms"])}
 
 
-def dashboard(days: int = DEFAULT_DAYS, now: datetime | None = None) -> dict:
-    """The whole payload. Read-only apart from settling the rollup (idempotent). Raises
-    DatabaseUnavailable when Postgres fails; Redis trouble degrades only `blocked_ips`."""
+def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | None = None) -> dict:
+    """The whole payload for `scope` over the last `days` UTC days. Read-only
+    apart from settling the rollup (idempotent). Raises DatabaseUnavailable when Postgres
+    fails; Redis trouble degrades only `blocked_ips`. Only the platform-wide scope exists."""
+    if scope != PLATFORM:
+        raise ValueError(f"unknown dashboard scope {scope!r}")
     window = Window((now or datetime.now(timezone.utc)).astimezone(timezone.utc), days)
     lanes = {name: _pool.submit(contextvars.copy_context().run, work, *args)  # keeps request_id
              for name, work, args in (("summary", _summary, (window,)),
@@ -380,7 +363,7 @@ def dashboard(days: int = DEFAULT_DAYS, now: datetime | None = None) -> dict:
                "openai_error_rate": hour["openai_error_rate"],
                "blocked_ips_per_hour": summary["blocked_last_hour"]}
     return {
-        "generated_at": window.now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "generated_at": timestamp(window.now),
         "days": days,
         "organizations": summary["organizations"],
         "generations": generations,

@@ -8,9 +8,9 @@ Events are scrubbed of credentials before they leave the process.
 import contextvars
 import json
 import sys
-import time
 
-from lib.config import per_settings
+from lib.config import per_settings, settings
+from lib.utc import timestamp
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -20,7 +20,7 @@ _SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "stripe-signature", 
 
 def log(event: str, level: str = "info", **fields) -> None:
     """Write one JSON log line. Never pass secrets in `fields`."""
-    record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": level,
+    record = {"ts": timestamp(), "level": level,
               "event": event, "request_id": request_id.get(), **fields}
     sys.stdout.write(json.dumps(record, default=str) + "\n")
     sys.stdout.flush()

@@ -15,15 +15,21 @@ import httpx
 
 from lib.config import settings
 from lib.errors import ConfigError
+from lib.jobs import JOBS, path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:3000"
 
 
 def cron_jobs() -> dict[str, dict]:
-    """{name: {"path", "schedule"}} for every cron in vercel.json; the name is the path's last part."""
+    """{name: {"path", "schedule"}} for every job in lib.jobs.JOBS, scheduled as vercel.json
+    `crons` says. Raises ConfigError when vercel.json and JOBS disagree."""
     config = json.loads((ROOT / "vercel.json").read_text())
-    return {cron["path"].rstrip("/").rsplit("/", 1)[-1]: cron for cron in config.get("crons", [])}
+    declared = {cron["path"]: cron for cron in config.get("crons", [])}
+    if set(declared) != {path(name) for name in JOBS}:
+        raise ConfigError(f"vercel.json crons {sorted(declared)} are not the jobs of "
+                          f"lib.jobs.JOBS {list(JOBS)}")
+    return {name: declared[path(name)] for name in JOBS}
 
 
 def cron_secret() -> str:

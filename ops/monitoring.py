@@ -38,7 +38,7 @@ def register(commands) -> None:
 def _fetch(args: argparse.Namespace) -> dict:
     if not args.url:
         with contextlib.redirect_stdout(sys.stderr):  # the lib's JSON log lines aren't output
-            return monitoring.dashboard(args.days)
+            return monitoring.dashboard(days=args.days)
     if not args.token:
         raise RuntimeError("--url needs --token (an OWNER session token) or $ASCENDOS_TOKEN")
     response = httpx.get(args.url.rstrip("/") + "/api/admin/monitoring", params={"days": args.days},

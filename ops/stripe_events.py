@@ -14,14 +14,12 @@ import time
 
 import httpx
 
+from lib.billing import events
 from lib.config import settings
 
 API_VERSION = "2026-10-28.endive"  # the one place the sample payloads' API version is pinned
 MONTH_S = 30 * 24 * 3600
-SUBSCRIPTION_EVENTS = ("customer.subscription.created", "customer.subscription.updated",
-                       "customer.subscription.deleted", "customer.subscription.trial_will_end")
-TYPES = ("checkout.session.completed", *SUBSCRIPTION_EVENTS, "invoice.paid",
-         "invoice.payment_failed", "test.unknown_event")
+TYPES = (*events.HANDLED_TYPES, "test.unknown_event")
 DEFAULT_STATUS = {"customer.subscription.deleted": "canceled",
                   "customer.subscription.trial_will_end": "trialing"}
 
@@ -97,16 +95,16 @@ def sample_event(event_type: str, *, org: str | None = None, customer: str | Non
     created = int(time.time()) if created is None else created
     customer, subscription = customer or _id("cus"), subscription or _id("sub")
     period_end = period_end or created + MONTH_S
-    if event_type == "checkout.session.completed":
+    if event_type == events.CHECKOUT_TYPE:
         obj = checkout_object(customer=customer, subscription=subscription, org=org)
-    elif event_type in SUBSCRIPTION_EVENTS:
+    elif event_type in events.SUBSCRIPTION_TYPES:
         obj = subscription_object(subscription=subscription, customer=customer, org=org,
                                   price=price, created=subscription_created or created,
                                   period_end=period_end, ended_at=created,
                                   status=status or DEFAULT_STATUS.get(event_type, "active"))
-    elif event_type in ("invoice.paid", "invoice.payment_failed"):
+    elif event_type in events.INVOICE_TYPES:
         obj = invoice_object(subscription=subscription, customer=customer, price=price,
-                             paid=event_type == "invoice.paid", period_end=period_end)
+                             paid=events.INVOICE_TYPES[event_type] == "paid", period_end=period_end)
     else:
         obj = {"id": _id("obj"), "object": "unknown"}
     return {"id": event_id or _id("evt"), "object": "event", "api_version": API_VERSION,

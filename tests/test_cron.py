@@ -1,4 +1,4 @@
-"""What both cron routes share (lib.cron): CRON_SECRET auth, one run at a time, cron_runs."""
+"""What both cron routes share (lib.jobs.cron): CRON_SECRET auth, one run at a time, cron_runs."""
 
 import json
 import threading
@@ -6,7 +6,8 @@ import threading
 import httpx
 import pytest
 
-from lib import config, cron
+from lib import config
+from lib.jobs import cron
 from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
 from tests.support.servers import serve_through_vercel_runtime
 

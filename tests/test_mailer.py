@@ -1,11 +1,11 @@
-"""SMTP_URL parsing and the transport's guarantees (lib.mailer), against a real SMTP server."""
+"""SMTP_URL parsing and the transport's guarantees (lib.jobs.mailer), against a real SMTP server."""
 
 from email.message import EmailMessage
 
 import pytest
 
 from lib.errors import ConfigError
-from lib.mailer import DeliveryFailed, Mailer, smtp_server
+from lib.jobs.mailer import DeliveryFailed, Mailer, smtp_server
 from tests.support.crons import cron_secret  # noqa: F401 - fixture
 from tests.support.servers import free_port
 from tests.support.smtp import SmtpServer, SmtpSink

@@ -7,6 +7,7 @@ import pytest
 
 from lib import monitoring
 from lib.errors import BadRequest
+from lib.routes.monitoring import parse_days
 from tests.support import monitoring_data as data
 from tests.support.monitoring_data import conn, org  # noqa: F401 (fixtures)
 
@@ -216,7 +217,7 @@ def test_more_than_100_blocked_ips_are_counted_but_100_listed(redis_direct):
 @pytest.mark.parametrize("query,days", [({}, 14), ({"days": "1"}, 1), ({"days": "90"}, 90),
                                         ({"days": "007"}, 7)])
 def test_days_parameter_within_bounds(query, days):
-    assert monitoring.parse_days(query) == days
+    assert parse_days(query) == days
 
 
 @pytest.mark.parametrize("query", [{"days": "0"}, {"days": "91"}, {"days": "-1"}, {"days": "1e2"},
@@ -224,7 +225,7 @@ def test_days_parameter_within_bounds(query, days):
                                    {"day": "7"}, {"days": "7", "extra": "1"}])
 def test_days_parameter_out_of_bounds_or_unknown_is_rejected(query):
     with pytest.raises(BadRequest):
-        monitoring.parse_days(query)
+        parse_days(query)
 
 
 def test_days_parameter_sets_the_length_of_the_daily_series(conn, org):

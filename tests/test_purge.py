@@ -7,7 +7,8 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from lib import config, cron, purge
+from lib import config
+from lib.jobs import cron, purge
 from tests.support import crons as rows
 from tests.support.crons import SECRET, cron_secret, fire, sql  # noqa: F401 - fixtures
 

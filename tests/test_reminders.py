@@ -6,8 +6,9 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from lib import config, cron, reminders
-from lib.unsubscribe import verify_token
+from lib import config
+from lib.jobs import cron, reminders
+from lib.jobs.unsubscribe import verify_unsubscribe_token
 from tests.support import crons as rows
 from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
 
@@ -80,7 +81,7 @@ def test_email_shows_usage_this_month_trial_end_and_a_signed_unsubscribe_link(ur
         assert f"{ends:%d %B %Y}" in part
     link = next(word for word in text.split() if "/unsubscribe?token=" in word)
     assert link.startswith("https://app.ascendos.test/unsubscribe?token=")
-    assert verify_token(link.split("token=", 1)[1]) == user_id
+    assert verify_unsubscribe_token(link.split("token=", 1)[1]) == user_id
     assert link in html and link in message.message["List-Unsubscribe"]
 
 

@@ -1,11 +1,12 @@
-"""Unsubscribe tokens (lib.unsubscribe): only the key holder can make one, for one user."""
+"""Unsubscribe tokens (lib.jobs.unsubscribe): only the key holder can make one, for one user."""
 
 import base64
 
 import pytest
 
 from lib import config, errors
-from lib.unsubscribe import InvalidUnsubscribeToken, opt_out_with_token, unsubscribe_token, verify_token
+from lib.jobs.unsubscribe import (InvalidUnsubscribeToken, opt_out_with_token, unsubscribe_token,
+                                  verify_unsubscribe_token)
 from tests.support import crons as rows
 from tests.support.crons import cron_secret, sql  # noqa: F401 - fixtures
 
@@ -52,11 +53,11 @@ def test_a_token_signed_with_another_key_is_rejected(cron_secret, sql, monkeypat
     monkeypatch.setenv("UNSUBSCRIBE_SECRET", "a-dedicated-unsubscribe-key")
     config.reload()
     with pytest.raises(InvalidUnsubscribeToken):
-        verify_token(old)
+        verify_unsubscribe_token(old)
     fresh = unsubscribe_token(user_id)
     monkeypatch.setenv("CRON_SECRET", "a-rotated-cron-secret-value")
     config.reload()
-    assert verify_token(fresh) == user_id  # a dedicated key survives CRON_SECRET rotation
+    assert verify_unsubscribe_token(fresh) == user_id  # a dedicated key survives CRON_SECRET rotation
 
 
 def test_a_valid_token_for_a_deleted_user_is_not_found(cron_secret):

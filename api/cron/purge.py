@@ -5,14 +5,16 @@ runbook's manual trigger. `?dry_run=1` or `{"dry_run": true}` only counts.
 """
 
 from lib.http import Endpoint
-from lib.purge import purge_cron
+from lib.routes import purge
+from lib.routes.hooks import maintenance_gate
 
 
 class handler(Endpoint):
     route = "/api/cron/purge"
+    before = (maintenance_gate,)
 
     def get(self, request):
-        return purge_cron(request)
+        return purge.purge(request)
 
     def post(self, request):
-        return purge_cron(request)
+        return purge.purge(request)

@@ -5,14 +5,16 @@ runbook's manual trigger. At most one reminder per user and ISO week, however of
 """
 
 from lib.http import Endpoint
-from lib.reminders import weekly_reminders_cron
+from lib.routes import weekly_reminders
+from lib.routes.hooks import maintenance_gate
 
 
 class handler(Endpoint):
     route = "/api/cron/weekly-reminders"
+    before = (maintenance_gate,)
 
     def get(self, request):
-        return weekly_reminders_cron(request)
+        return weekly_reminders.weekly_reminders(request)
 
     def post(self, request):
-        return weekly_reminders_cron(request)
+        return weekly_reminders.weekly_reminders(request)

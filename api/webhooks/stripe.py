@@ -1,12 +1,13 @@
-"""POST /api/webhooks/stripe: Stripe subscription events (TRIAL / TEAM / AGENCY billing)."""
+"""POST /api/webhooks/stripe: Stripe subscription events (TRIAL / TEAM / AGENCY billing).
 
-from lib.billing.webhook import receive_stripe_webhook
+Billing keeps flowing during maintenance: no maintenance gate in `before`."""
+
 from lib.http import Endpoint
+from lib.routes import stripe
 
 
 class handler(Endpoint):
     route = "/api/webhooks/stripe"
-    maintenance_exempt = True  # billing keeps flowing during maintenance
 
     def post(self, request):
-        return receive_stripe_webhook(request)
+        return stripe.stripe(request)

@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 
 from lib.errors import InvalidEvent, InvalidJson
 
-STATUSES = ("trialing", "active", "past_due", "canceled", "unpaid", "incomplete",
-            "incomplete_expired", "paused")
 SUBSCRIPTION_TYPES = ("customer.subscription.created", "customer.subscription.updated",
                       "customer.subscription.deleted", "customer.subscription.trial_will_end")
 INVOICE_TYPES = {"invoice.paid": "paid", "invoice.payment_failed": "failed"}

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from lib import db
-from lib.billing import events as ev
+from lib.billing import STATUSES, events as ev
 from lib.config import settings
 from lib.observability import log
 
@@ -183,7 +183,7 @@ def _plan(price_id: str | None) -> str | None:
 
 
 def _apply_subscription(conn, event: ev.Event, sub: ev.Subscription):
-    if sub.status not in ev.STATUSES:
+    if sub.status not in STATUSES:
         log("stripe_unknown_status", level="warning", event_id=event.id, status=sub.status[:40])
         return "ignored", None
     org = _find_organization(conn, sub.organization_ref, sub.customer, sub.id)

@@ -1,31 +1,18 @@
-"""POST /api/webhooks/stripe: verify, parse, apply once."""
+"""A Stripe webhook delivery as plain values: verify the signature over the raw body, parse."""
 
-from lib.billing import events, ledger
+from lib.billing import events
 from lib.billing.signature import verify_signature
 from lib.config import settings
-from lib.errors import ConfigError, DatabaseUnavailable, WebhookNotApplied
-from lib.http import Request
+from lib.errors import ConfigError
 
 
-def receive_stripe_webhook(request: Request) -> dict:
-    """Verify the Stripe-Signature over the raw body, then apply the event exactly once.
+def read_event(body: bytes, signature_header: str | None) -> events.Event:
+    """The verified, parsed event of one delivery.
 
-    400 for a missing/bad/expired signature or a payload that is not an event (nothing
-    written); 500 `config_error` when STRIPE_WEBHOOK_SECRET is unset (fail closed); 500
-    `webhook_not_applied` when Postgres fails, with the event left unrecorded so Stripe's
-    retry applies it. Redeliveries answer 200 without a second effect.
+    Raises BadRequest subclasses for a missing/bad/expired signature or a payload that is not
+    an event, and ConfigError when STRIPE_WEBHOOK_SECRET is unset (fail closed).
     """
     secrets = settings().stripe_webhook_secrets
     if not secrets:
         raise ConfigError("STRIPE_WEBHOOK_SECRET is not set; every webhook is refused")
-    payload = verify_signature(request.body(), request.headers.get("stripe-signature"), secrets)
-    event = events.parse_event(payload)
-    try:
-        outcome = ledger.apply_event(event)
-    except DatabaseUnavailable as exc:
-        raise WebhookNotApplied() from exc
-    if event.type not in events.HANDLED_TYPES:
-        return {"received": True, "ignored": True}
-    if outcome == ledger.DUPLICATE:
-        return {"received": True, "duplicate": True}
-    return {"received": True, "outcome": outcome}
+    return events.parse_event(verify_signature(body, signature_header, secrets))

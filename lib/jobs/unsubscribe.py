@@ -55,7 +55,7 @@ def unsubscribe_url(user_id: str) -> str:
     return f"{settings().app_url}/unsubscribe?token={unsubscribe_token(user_id)}"
 
 
-def verify_token(token: str) -> str:
+def verify_unsubscribe_token(token: str) -> str:
     """The user id a token was issued for. Raises InvalidUnsubscribeToken for anything that
     was not signed with the current key (compared in constant time)."""
     if not isinstance(token, str) or len(token) > 512 or token.count(".") != 1:
@@ -77,7 +77,7 @@ def opt_out_with_token(token: str) -> str:
     Idempotent (opting out twice is fine). Raises InvalidUnsubscribeToken for a forged or
     malformed token, NotFound when the user no longer exists.
     """
-    user_id = verify_token(token)
+    user_id = verify_unsubscribe_token(token)
     row = db.run(lambda conn: conn.execute(
         "UPDATE users SET reminders_opt_out = true, updated_at = now() WHERE id = %s RETURNING id",
         (user_id,)).fetchone())

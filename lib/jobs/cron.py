@@ -1,5 +1,6 @@
-"""What every cron route shares: the CRON_SECRET check, one run at a time per job, the
-`cron_runs` record of each run, and the time budget that ends a run before `maxDuration`.
+"""What every cron job shares: one run at a time per job, the `cron_runs` record of each run,
+and the time budget that ends a run before `maxDuration`. The CRON_SECRET check of the cron
+routes is the edge's (lib.routes.cron); MIN_SECRET_LENGTH is its rule.
 
 The lock is a transaction-scoped advisory lock held in an open transaction on a connection of
 its own for the whole run. Transaction scope (not session scope) is what survives Neon's pooled
@@ -8,15 +9,13 @@ transaction is open. A holder that dies loses its connection and with it the loc
 hangs is cut off by `idle_in_transaction_session_timeout`.
 """
 
-import hmac
 import time
 from collections.abc import Callable
 
 from psycopg.types.json import Jsonb
 
-from lib import db, errors
+from lib import db
 from lib.config import MIN_SECRET_CHARS as MIN_SECRET_LENGTH, settings
-from lib.http import Request
 from lib.observability import log
 
 _LOCK_CLASS = 0x63726F6E  # "cron": the first key of every cron job's advisory lock
@@ -42,30 +41,6 @@ class Budget:
 
     def exhausted(self) -> bool:
         return time.monotonic() >= self._deadline
-
-
-def _same(given: str, secret: str) -> bool:
-    # Bytes, so a non-ASCII header can't make compare_digest raise (it refuses non-ASCII str).
-    return hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode("utf-8"))
-
-
-def authorize(request: Request) -> None:
-    """Accept the Vercel scheduler (`Authorization: Bearer <CRON_SECRET>`, GET or POST) and the
-    runbook's manual trigger (POST `?secret=`), compared in constant time.
-
-    Raises Unauthorized for a wrong or missing secret, and ConfigError (500) when CRON_SECRET
-    is unset or shorter than 16 characters: a cron never runs unauthenticated.
-    """
-    secret = settings().cron_secret
-    if not secret or len(secret) < MIN_SECRET_LENGTH:
-        raise errors.ConfigError(
-            f"CRON_SECRET is not set or shorter than {MIN_SECRET_LENGTH} characters; "
-            "cron routes refuse to run without it")
-    given = [request.bearer_token()]
-    if request.method == "POST":  # never on GET: query strings end up in caches and logs
-        given.append(request.query.get("secret"))
-    if not any(candidate and _same(candidate, secret) for candidate in given):
-        raise errors.Unauthorized("A valid CRON_SECRET is required")
 
 
 _START_RUN = """

@@ -21,11 +21,11 @@ tokens and cost summed; a missing provider/model is ''.
 import time
 from datetime import datetime, timedelta, timezone
 
-from lib import cron, db, errors
+from lib import db
+from lib.jobs import PURGE, cron
 from lib.config import PLANS, settings
-from lib.http import Request
 
-JOB = "purge"
+JOB = PURGE
 STRIPE_EVENT_DAYS = 90
 REMINDER_DAYS = 400
 CRON_RUN_DAYS = 90
@@ -142,28 +142,6 @@ def purge(budget: cron.Budget, *, dry_run: bool = False, now: datetime | None = 
             "longest_batch_ms": round(longest * 1000, 1)}
 
 
-def _flag(value, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "0", "false", ""):
-        return value.lower() in ("1", "true")
-    raise errors.BadRequest(f"dry_run in the {source} must be true/false (or 1/0)")
-
-
-def dry_run_requested(request: Request) -> bool:
-    """`?dry_run=1` (any verb) or a POST body `{"dry_run": true}`. Raises BadRequest otherwise."""
-    dry_run = _flag(request.query.get("dry_run", ""), "query")
-    if request.method == "POST" and request.body().strip():
-        body = request.json()
-        unknown = set(body) - {"dry_run"}
-        if unknown:
-            raise errors.BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))[:200]}")
-        dry_run = dry_run or _flag(body.get("dry_run", False), "body")
-    return dry_run
-
-
-def purge_cron(request: Request) -> dict:
-    """The route: authorize, read dry_run, then run the purge under its lock (see lib.cron)."""
-    cron.authorize(request)
-    dry_run = dry_run_requested(request)
+def run(*, dry_run: bool = False) -> dict:
+    """One run of the purge under its lock (see lib.jobs.cron.run_exclusively)."""
     return cron.run_exclusively(JOB, lambda budget: purge(budget, dry_run=dry_run))

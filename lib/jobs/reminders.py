@@ -17,14 +17,15 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 
-from lib import cron, db, quota
+from lib import db, quota
+from lib.jobs import WEEKLY_REMINDERS, cron
 from lib.config import settings
-from lib.http import Request
-from lib.mailer import DeliveryFailed, DeliveryUnknown, Mailer
+from lib.jobs.mailer import DeliveryFailed, DeliveryUnknown, Mailer
 from lib.observability import log
-from lib.unsubscribe import unsubscribe_url
+from lib.utc import iso_week
+from lib.jobs.unsubscribe import unsubscribe_url
 
-JOB = "weekly-reminders"
+JOB = WEEKLY_REMINDERS
 PAGE_SIZE = 100
 INACTIVE_DAYS = 7
 TRIAL_ENDING_DAYS = 7
@@ -66,12 +67,6 @@ UPDATE reminder_deliveries SET status = %s, error = %s,
        sent_at = CASE WHEN %s = 'sent' THEN now() END
 WHERE user_id = %s AND iso_week = %s AND status = 'sending'
 """
-def iso_week(moment: datetime) -> str:
-    """'2026-W49': the ISO week (UTC) a reminder belongs to."""
-    year, week, _ = moment.astimezone(timezone.utc).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
 def compose(recipient: dict, used: int, now: datetime) -> EmailMessage:
     """The reminder for one recipient: plain text and HTML with the same content."""
     limit = settings().quotas[recipient["plan"]]
@@ -182,7 +177,6 @@ def _deliver(mailer: Mailer, recipient: dict, used: int, week: str, now: datetim
     return "sent"
 
 
-def weekly_reminders_cron(request: Request) -> dict:
-    """The route: authorize, then run the job under its lock (see lib.cron)."""
-    cron.authorize(request)
+def run() -> dict:
+    """One run of the job under its lock (see lib.jobs.cron.run_exclusively)."""
     return cron.run_exclusively(JOB, send_weekly_reminders)
