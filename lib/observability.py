@@ -9,7 +9,7 @@ import contextvars
 import json
 import sys
 
-from lib.config import per_settings, settings
+from lib.config import per_settings
 from lib.utc import timestamp
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
