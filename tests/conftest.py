@@ -15,7 +15,7 @@ import redis as redis_py
 
 from devtools import services, upstash_proxy
 from lib import config, db, migrate
-from tests.support.servers import serve_in_process
+from devtools.serve import serve_in_process
 
 UPSTASH_TOKEN = "test-upstash-token"
 

@@ -14,7 +14,8 @@ from psycopg.rows import dict_row
 
 from lib import config
 from ops.stripe_events import sample_event
-from tests.support.servers import ROOT, SentryReceiver, free_port, serve_through_vercel_runtime
+from devtools.services import ROOT, free_port
+from devtools.serve import SentryReceiver, serve_through_vercel_runtime
 from tests.support.stripe_signing import (BILLING_ENV, OLD_SECRET, PRICE_AGENCY, PRICE_TEAM,
                                           PRICE_TEAM_YEARLY, ROUTE, SECRET, deliver, signature)
 
@@ -481,7 +482,7 @@ def test_unreachable_database_is_500_and_the_event_stays_unrecorded(url, sql, mo
 
 def test_stripe_sdk_is_imported_only_when_a_webhook_is_verified():
     code = ("import sys, importlib.util\n"
-            "from tests.support.servers import load_handler\n"
+            "from devtools.serve import load_handler\n"
             "import lib.http, lib.db, lib.billing.webhook, lib.billing.ledger\n"
             "load_handler('api/webhooks/stripe.py'); load_handler('api/health.py')\n"
             "print('stripe' in sys.modules)")

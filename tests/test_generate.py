@@ -498,8 +498,8 @@ def test_both_providers_hung_is_502_with_two_timeouts_inside_one_deadline(stack,
 
 _LAZY_PROBE = """
 import sys, httpx
-from tests.support.servers import serve_in_process
-from tests.support.fake_llm import FakeOpenAI, FakeAnthropic
+from devtools.serve import serve_in_process
+from devtools.fake_llm import FakeOpenAI, FakeAnthropic
 from tests.support.tokens import PUBLIC_PEM, mint_token
 import os
 openai, anthropic = FakeOpenAI(), FakeAnthropic()
@@ -525,7 +525,7 @@ def test_sdks_are_imported_lazily_anthropic_only_on_fallback(app_env, stack):
     import sys
 
     from tests.support.generate_stack import stack_env
-    from tests.support.servers import ROOT
+    from devtools.services import ROOT
 
     env = {**os.environ, **app_env, **stack_env(stack.openai, stack.anthropic)}
     result = subprocess.run([sys.executable, "-c", _LAZY_PROBE], cwd=ROOT, env=env,
@@ -540,7 +540,7 @@ def test_generate_through_the_vercel_runtime(app_env, stack, sql):
     import os
 
     from tests.support.generate_stack import stack_env
-    from tests.support.servers import serve_through_vercel_runtime
+    from devtools.serve import serve_through_vercel_runtime
 
     env = {**app_env, **stack_env(stack.openai, stack.anthropic)}
     with serve_through_vercel_runtime("api/generate.py", env) as url:

@@ -14,7 +14,7 @@ from ops import cron as ops_cron
 from ops import envfile
 from tests.support import crons as rows
 from tests.support.crons import SECRET, cron_secret, sql  # noqa: F401 - fixtures
-from tests.support.servers import free_port
+from devtools.services import free_port
 
 
 @pytest.fixture

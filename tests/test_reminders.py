@@ -168,7 +168,7 @@ def test_a_malformed_address_fails_without_reaching_the_server(url, smtp, sql):
 
 
 def test_unreachable_smtp_server_stops_the_run_and_the_next_run_retries(url, smtp, sql, monkeypatch):
-    from tests.support.servers import free_port
+    from devtools.services import free_port
 
     team = rows.org(sql, "TEAM")
     users = [rows.user(sql, team) for _ in range(3)]

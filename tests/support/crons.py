@@ -10,7 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from lib import config
-from tests.support.smtp import SmtpServer, SmtpSink
+from devtools.smtp import SmtpServer, SmtpSink
 
 SECRET = "test-cron-secret-0123456789"
 SENDER = "Ascendos <reminders@ascendos.test>"
