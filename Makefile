@@ -38,7 +38,7 @@ migrate-status: $(STAMP)
 	$(PY) -m ops migrate status
 
 build-check: install
-	$(PY) -m pytest tests/test_vercel_build.py
+	$(PY) -m pytest tests/test_vercel.py
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -82,12 +82,6 @@ def url(serve, monkeypatch):
     return serve("api/webhooks/stripe.py")
 
 
-@pytest.fixture
-def sql(database_url):
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
-
-
 def _reset(sql, organizations) -> None:
     sql.execute("TRUNCATE stripe_events, stripe_subscriptions, organizations CASCADE")
     for org_id, external_id in organizations:

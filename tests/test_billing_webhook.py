@@ -35,12 +35,6 @@ def url(serve, billing_env):
     return serve("api/webhooks/stripe.py")
 
 
-@pytest.fixture
-def sql(database_url):
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
-
-
 def _event(event_type: str, price: str = PRICE_TEAM, **fields) -> dict:
     return sample_event(event_type, price=price, **fields)
 

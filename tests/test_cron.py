@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from lib import config, cron
-from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
+from tests.support.crons import SECRET, fire
 from devtools.serve import serve_through_vercel_runtime
 
 ROUTES = {"api/cron/weekly-reminders.py": "/api/cron/weekly-reminders",

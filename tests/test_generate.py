@@ -12,20 +12,7 @@ import psycopg
 import pytest
 
 from lib import ip_blocks
-from tests.support.generate_stack import stack  # noqa: F401 - the fixture
 from tests.support.tokens import OTHER_PRIVATE_PEM, PUBLIC_PEM, claims, mint_token, unsigned_token
-
-
-@pytest.fixture
-def sql(database_url):
-    conn = psycopg.connect(database_url, autocommit=True)
-
-    def run(query, *params):
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else cursor.rowcount
-
-    yield run
-    conn.close()
 
 
 def _error(response, status: int, code: str) -> dict:

@@ -8,7 +8,6 @@ import pytest
 from lib import monitoring
 from lib.errors import BadRequest
 from tests.support import monitoring_data as data
-from tests.support.monitoring_data import conn, org  # noqa: F401 (fixtures)
 
 NOW = datetime(2027, 1, 6, 12, 0, tzinfo=timezone.utc)
 TODAY = NOW.date()

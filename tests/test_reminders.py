@@ -9,7 +9,7 @@ import pytest
 from lib import config, cron, reminders
 from lib.unsubscribe import verify_token
 from tests.support import crons as rows
-from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
+from tests.support.crons import SECRET, fire
 
 PATH = "/api/cron/weekly-reminders"
 

@@ -36,13 +36,6 @@ def smtp(monkeypatch, cron_secret):
     server.stop()
 
 
-@pytest.fixture
-def sql(database_url):
-    """A direct connection to the test database, for arranging and inspecting rows."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
-
-
 def fire(url: str, path: str, method: str = "GET", secret: str | None = SECRET, **kwargs) -> httpx.Response:
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
     return httpx.request(method, url + path, headers=headers, timeout=30, **kwargs)

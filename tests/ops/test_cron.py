@@ -13,7 +13,7 @@ from ops import cli
 from ops import cron as ops_cron
 from ops import envfile
 from tests.support import crons as rows
-from tests.support.crons import SECRET, cron_secret, sql  # noqa: F401 - fixtures
+from tests.support.crons import SECRET
 from devtools.services import free_port
 
 
