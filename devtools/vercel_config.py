@@ -29,7 +29,8 @@ MAX_DURATION_S = {
 # Never shipped in a function: the local stack, tooling, tests and their settings.
 EXCLUDE_FILES = (".venv/**", "node_modules/**", ".data/**", "devtools/**", "ops/**", "tests/**",
                  "bench/**", ".ci/**", "README.md", ".env", ".env.*", "Makefile", "package.json",
-                 "package-lock.json", "requirements-dev.txt", "pytest.ini", ".gitignore")
+                 "package-lock.json", "requirements-dev.txt", "pytest.ini", "ruff.toml", "mypy.ini",
+                 ".gitignore")
 
 CRONS = (
     {"path": "/api/cron/weekly-reminders", "schedule": "0 9-11 * * 1"},

@@ -55,6 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     except (AppError, MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # an operator sees one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - an operator sees one line, not a traceback
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -6,9 +6,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from lib import config
 from ops.stripe_events import MONTH_S, sample_event

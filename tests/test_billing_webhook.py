@@ -8,9 +8,7 @@ import time
 from datetime import UTC, datetime
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from lib import config
 from ops.stripe_events import sample_event

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-import psycopg
 import pytest
 
 from lib import ip_blocks
@@ -500,7 +499,8 @@ with serve_in_process("api/generate.py") as url:
     assert first.status_code == 200, first.text
     seen["primary"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
     openai.status = 500
-    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers, timeout=60).json()["provider"] == "anthropic"
+    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers,
+                      timeout=60).json()["provider"] == "anthropic"
     seen["fallback"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
 print(seen)
 """

@@ -1,7 +1,7 @@
 """lib.monitoring: exact numbers on seeded data, at a fixed `now` (a Wednesday in ISO week
 2027-W01, so the weekly series crosses the year boundary and 2026's week 53)."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 

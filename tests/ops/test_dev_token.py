@@ -48,7 +48,7 @@ def test_make_dev_sets_clerk_jwt_key_to_the_dev_public_key(keys_dir, monkeypatch
     env, _keep = dev.prepare()
     assert env["CLERK_JWT_KEY"] == dev_keys.public_pem()
     envfile.write_env_file(tmp_path / ".env", env)
-    line = next(l for l in (tmp_path / ".env").read_text().splitlines() if l.startswith("CLERK_JWT_KEY="))
+    line = next(row for row in (tmp_path / ".env").read_text().splitlines() if row.startswith("CLERK_JWT_KEY="))
     assert line.endswith('-----END PUBLIC KEY-----\\n"')  # one line, \n escapes
 
 

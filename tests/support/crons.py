@@ -5,9 +5,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from lib import config
 from devtools.smtp import SmtpServer, SmtpSink
