@@ -4,7 +4,9 @@ when the committed file differs (tests/test_vercel_config.py runs the check).
 vercel.json has no way to share a setting between functions: CLI 58.10.0 gives each function
 the config of the FIRST `functions` key that matches it (`getFunction` and build-utils'
 `getLambdaOptionsFromFunction` both return the first match, nothing is merged), so one
-"api/**/*.py" glob for the exclusions can't sit beside a per-function maxDuration. The
+"api/**/*.py" glob for the exclusions can't sit beside a per-function maxDuration (tried:
+with the glob last, `vercel build` fails "pattern doesn't match any Serverless Functions";
+first, it would shadow every maxDuration). The
 exclusions are said once here instead, and repeated only in the generated file.
 """
 
