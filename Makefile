@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test install migrate migrate-status build-check bench clean
+.PHONY: dev test lint install migrate migrate-status build-check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"Python 3.12 needed, got {sys.version}"'
@@ -27,9 +27,14 @@ install: $(STAMP) $(NODE_STAMP)
 dev: install
 	$(PY) -m devtools.dev
 
-## Install what is missing, then run the whole test suite.
-test: install
+## Install what is missing, lint and type-check, then run the whole test suite.
+test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## ruff (ruff.toml) and mypy (mypy.ini) over the whole tree.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 migrate: $(STAMP)
 	$(PY) -m ops migrate
@@ -38,7 +43,7 @@ migrate-status: $(STAMP)
 	$(PY) -m ops migrate status
 
 build-check: install
-	$(PY) -m pytest tests/test_vercel_build.py
+	$(PY) -m pytest tests/test_vercel.py
 
 bench: $(STAMP)
 	$(PY) -m bench

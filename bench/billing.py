@@ -24,7 +24,7 @@ from lib import config, db, migrate
 from lib.billing import events, ledger
 from lib.billing.signature import verify_signature
 from ops.stripe_events import sample_event, signature_header
-from tests.support.servers import serve_in_process
+from devtools.serve import serve_in_process
 
 from bench._postgres_wire import RoundTripCounter
 

@@ -28,11 +28,10 @@ import psycopg
 import psycopg.sql
 from psycopg.conninfo import conninfo_to_dict
 
-from devtools import services, upstash_proxy
+from devtools import dev_keys, services, upstash_proxy
 from lib import config, db, migrate
-from tests.support.fake_llm import FakeOpenAI
-from tests.support.servers import serve_in_process
-from tests.support.tokens import PUBLIC_PEM, mint_token
+from devtools.fake_llm import FakeOpenAI
+from devtools.serve import serve_in_process
 
 from bench._postgres_wire import RoundTripCounter
 
@@ -81,7 +80,7 @@ def _time_calls(call, count: int) -> list[float]:
 
 def _import_times(repeats: int) -> list[tuple[str, float]]:
     probe = ("import time, sys; t = time.perf_counter(); "
-             "from tests.support.servers import load_handler; load_handler(sys.argv[1]); "
+             "from devtools.serve import load_handler; load_handler(sys.argv[1]); "
              "print((time.perf_counter() - t) * 1000)")
     sdk_probe = "import time, sys; t = time.perf_counter(); __import__(sys.argv[1]); " \
                 "print((time.perf_counter() - t) * 1000)"
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         relay_url = _url({**conninfo_to_dict(bench_db), "host": "127.0.0.1", "port": str(counter.port)})
         os.environ.update({
             "UPSTASH_REDIS_REST_URL": f"http://127.0.0.1:{upstash.server_address[1]}",
-            "UPSTASH_REDIS_REST_TOKEN": TOKEN, "CLERK_JWT_KEY": PUBLIC_PEM, "SENTRY_DSN": "",
+            "UPSTASH_REDIS_REST_TOKEN": TOKEN, "CLERK_JWT_KEY": dev_keys.public_pem(), "SENTRY_DSN": "",
             "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": fake.base_url,
             "ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
             "QUOTA_TRIAL": "1000000", "RATE_LIMIT_IP": "1000000/60s",
@@ -184,7 +183,7 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
                                     messages=[{"role": "user", "content": "hi"}])
 
     with serve_in_process("api/generate.py") as url, httpx.Client() as client:
-        token = mint_token('user_bench', org_id='org_bench', exp=int(time.time()) + 3600)
+        token = dev_keys.mint("user_bench", "org_bench", ttl_s=3600)
         headers = {"authorization": f"Bearer {token}",
                    "x-forwarded-for": "198.51.100.7"}
 

@@ -50,7 +50,8 @@ SELECT count(*) FILTER (WHERE status <> 'pending') AS requests, sum(input_tokens
        sum(cost_usd) AS cost_usd
 FROM generations WHERE created_at < now() - interval '30 days'
 """
-_ROLLED_UP = "SELECT sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(cost_usd) AS cost_usd FROM usage_daily"
+_ROLLED_UP = ("SELECT sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(cost_usd) AS cost_usd "
+              "FROM usage_daily")
 
 
 def _server_url() -> str:

@@ -47,7 +47,7 @@ def embedded_redis(port: int | None = None, logfile: Path | None = None) -> tupl
                 return f"redis://127.0.0.1:{port}/0", process
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError("embedded redis-server exited at start")
+                raise RuntimeError("embedded redis-server exited at start") from None
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("embedded redis-server did not start within 10 s")

@@ -188,7 +188,7 @@ class Endpoint(BaseHTTPRequestHandler):
             if exc.status == 500:
                 report(exc, route=self.route)
             return Response(exc.status, error_body(exc, request_id), exc.headers)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any bug becomes a reported JSON 500
             report(exc, route=self.route)
             return Response(500, error_body(errors.AppError(), request_id))
 

@@ -75,11 +75,11 @@ def read() -> State:
     outage of both stores never turns into a self-inflicted 503 for every route)."""
     try:
         return State.from_value(_read_redis(), "redis")
-    except Exception as exc:  # on every request's path: any failure means "ask the database"
+    except Exception as exc:  # noqa: BLE001 - on every request's path: any failure means "ask the database"
         log("maintenance_redis_unavailable", level="warning", error_class=type(exc).__name__)
     try:
         return State.from_value(_read_database(), "database")
-    except Exception as exc:  # e.g. unreachable, or migration 0005 not applied yet
+    except Exception as exc:  # noqa: BLE001 - e.g. unreachable, or migration 0005 not applied yet
         log("maintenance_database_unavailable", level="warning", error_class=type(exc).__name__)
     return State(False, source="none")
 

@@ -66,5 +66,5 @@ def report(exc: BaseException, **tags) -> None:
                 scope.set_tag(key, value)
             sdk.capture_exception(exc)
         sdk.flush(timeout=2)
-    except Exception as failure:  # reporting must never break the response
+    except Exception as failure:  # noqa: BLE001 - reporting must never break the response
         log("sentry_failed", level="warning", error_class=type(failure).__name__)

@@ -16,36 +16,16 @@ import os
 import sys
 from pathlib import Path
 
-from lib import config, migrate
-from lib.config import settings
+from lib import config
 from lib.errors import AppError, ConfigError
-from ops import (cron, dev_token, doctor, health, ip_blocks, maintenance, monitoring, seed_demo,
+from lib.migrate import MigrationError
+from ops import (cron, doctor, envfile, health, ip_blocks, maintenance, migrate, monitoring,
                  stripe_events)
+from ops import dev_token, seed_demo  # dev-only: they import devtools inside run()
 
-# Command groups, each registering its subcommands (one module per group under ops/).
-_GROUPS = (doctor, health, monitoring, ip_blocks, maintenance, dev_token, seed_demo)
-
-
-def _database_url() -> str:
-    url = settings().database_url
-    if not url:
-        raise ConfigError("DATABASE_URL is not set")
-    return url
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    url = _database_url()
-    if args.action == "status":
-        pending = 0
-        for migration in migrate.status(url):
-            state = migration.applied_at.isoformat() if migration.applied_at else "pending"
-            pending += migration.applied_at is None
-            print(f"{migration.version:<40} {state}")
-        print(f"{pending} pending")
-        return 0
-    applied = migrate.apply(url)
-    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
-    return 0
+# One module per command group under ops/, each registering its subcommands the same way.
+_GROUPS = (migrate, cron, stripe_events, doctor, health, monitoring, ip_blocks, maintenance,
+           dev_token, seed_demo)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,22 +34,15 @@ def parser() -> argparse.ArgumentParser:
                       help="load settings from this file first, over the environment "
                            "(e.g. the output of `vercel env pull`)")
     commands = root.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("migrate", help="apply migrations, or `migrate status`")
-    p.add_argument("action", nargs="?", choices=["apply", "status"], default="apply")
-    p.set_defaults(run=cmd_migrate)
-    cron.add_parser(commands)
-    stripe_events.add_command(commands)
     for group in _GROUPS:
         group.register(commands)
     return root
 
 
 def _load_env_file(path: Path) -> None:
-    from devtools.dev import read_env_file
-
     if not path.is_file():
         raise ConfigError(f"--env-file {path} does not exist")
-    os.environ.update(read_env_file(path))
+    os.environ.update(envfile.read_env_file(path))
     config.reload()
 
 
@@ -79,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.env_file:
             _load_env_file(args.env_file)
         return args.run(args)
-    except (AppError, migrate.MigrationError) as exc:
+    except (AppError, MigrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # an operator sees one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - an operator sees one line, not a traceback
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ import httpx
 from lib.config import settings
 from lib.errors import ConfigError
 from lib.jobs import JOBS, path
+from ops import envfile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:3000"
@@ -35,9 +36,7 @@ def cron_jobs() -> dict[str, dict]:
 def cron_secret() -> str:
     secret = settings().cron_secret
     if not secret:
-        from devtools.dev import ENV_FILE, read_env_file
-
-        secret = read_env_file(ENV_FILE).get("CRON_SECRET")
+        secret = envfile.read_env_file(envfile.ENV_FILE).get("CRON_SECRET")
     if not secret:
         raise ConfigError("CRON_SECRET is not set (in the environment or the .env `make dev` writes)")
     return secret
@@ -76,7 +75,7 @@ def cmd_cron(args: argparse.Namespace) -> int:
             return 0
 
 
-def add_parser(commands) -> None:
+def register(commands) -> None:
     p = commands.add_parser("cron", help="fire a cron as the Vercel scheduler does (GET + Bearer)")
     p.add_argument("name", help="the cron's name, e.g. weekly-reminders or purge")
     p.add_argument("--url", default=DEFAULT_URL, help=f"base URL of the app (default {DEFAULT_URL})")

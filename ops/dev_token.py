@@ -3,9 +3,15 @@
 
 import argparse
 
-from devtools import dev_keys
-from lib.auth import ROLES
 from ops.arguments import int_range
+
+
+def _role(value: str) -> str:
+    from lib.auth import ROLES  # lib.auth loads jwt: only when --role is given
+
+    if value.upper() not in ROLES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(ROLES)})")
+    return value.upper()
 
 
 def register(commands) -> None:
@@ -15,7 +21,7 @@ def register(commands) -> None:
         "dev-token --user user_1 --role OWNER)\" localhost:3000/api/admin/monitoring")
     p.add_argument("--user", required=True, help="the token's sub (a Clerk user id)")
     p.add_argument("--org", help="active organization id (o.id); omitted = personal org")
-    p.add_argument("--role", type=str.upper, choices=ROLES, help="metadata.role (default MEMBER)")
+    p.add_argument("--role", type=_role, help="metadata.role: OWNER, ADMIN or MEMBER (default MEMBER)")
     p.add_argument("--email")
     p.add_argument("--ttl", type=int_range(1, 7 * 86400), default=3600,
                    help="validity in seconds (default 3600, at most a week)")
@@ -25,6 +31,8 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from devtools import dev_keys  # dev-only: keeps jwt and cryptography out of `import ops.cli`
+
     if args.show_key:
         print(dev_keys.public_pem().strip().replace("\n", "\\n"))
         return 0

@@ -8,7 +8,6 @@ import argparse
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from devtools import demo_data
 from lib import db, monitoring, redis
 from lib.config import settings
 from lib.errors import ConfigError
@@ -38,6 +37,8 @@ def is_local(url: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from devtools import demo_data  # dev-only: not loaded by `import ops.cli`
+
     cfg = settings()
     url = db.database_url()
     if not args.force and (cfg.environment == "production" or not is_local(url)):

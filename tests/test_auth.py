@@ -9,6 +9,8 @@ from tests.support.clerk import SECRET_KEY, FakeClerk
 from tests.support.tokens import (AZP, OTHER_PRIVATE_PEM, PUBLIC_PEM, claims, mint_token,
                                   unsigned_token)
 
+pytestmark = pytest.mark.pure  # tokens and a fake Clerk, no Postgres, no Redis
+
 
 class _Request:
     """What authenticate() reads from lib.http.Request: the bearer token."""

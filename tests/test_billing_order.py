@@ -6,9 +6,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from lib import config
 from ops.stripe_events import MONTH_S, sample_event
@@ -80,12 +78,6 @@ def url(serve, monkeypatch):
         monkeypatch.setenv(key, value)
     config.reload()
     return serve("api/webhooks/stripe.py")
-
-
-@pytest.fixture
-def sql(database_url):
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
 
 
 def _reset(sql, organizations) -> None:

@@ -8,13 +8,12 @@ import time
 from datetime import UTC, datetime
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from lib import config
 from ops.stripe_events import sample_event
-from tests.support.servers import ROOT, SentryReceiver, free_port, serve_through_vercel_runtime
+from devtools.services import ROOT, free_port
+from devtools.serve import SentryReceiver, serve_through_vercel_runtime
 from tests.support.stripe_signing import (BILLING_ENV, OLD_SECRET, PRICE_AGENCY, PRICE_TEAM,
                                           PRICE_TEAM_YEARLY, ROUTE, SECRET, deliver, signature)
 
@@ -32,12 +31,6 @@ def billing_env(monkeypatch, app_env):
 @pytest.fixture
 def url(serve, billing_env):
     return serve("api/webhooks/stripe.py")
-
-
-@pytest.fixture
-def sql(database_url):
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
 
 
 def _event(event_type: str, price: str = PRICE_TEAM, **fields) -> dict:
@@ -481,7 +474,7 @@ def test_unreachable_database_is_500_and_the_event_stays_unrecorded(url, sql, mo
 
 def test_stripe_sdk_is_imported_only_when_a_webhook_is_verified():
     code = ("import sys, importlib.util\n"
-            "from tests.support.servers import load_handler\n"
+            "from devtools.serve import load_handler\n"
             "import lib.http, lib.db, lib.billing.webhook, lib.billing.ledger\n"
             "load_handler('api/webhooks/stripe.py'); load_handler('api/health.py')\n"
             "print('stripe' in sys.modules)")

@@ -8,8 +8,8 @@ import pytest
 
 from lib import config
 from lib.jobs import cron
-from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
-from tests.support.servers import serve_through_vercel_runtime
+from tests.support.crons import SECRET, fire
+from devtools.serve import serve_through_vercel_runtime
 
 ROUTES = {"api/cron/weekly-reminders.py": "/api/cron/weekly-reminders",
           "api/cron/purge.py": "/api/cron/purge"}
@@ -165,7 +165,7 @@ def test_budget_always_allows_one_unit_of_work_then_stops():
 
 
 def test_vercel_json_declares_both_crons_with_a_max_duration_above_the_budget():
-    from tests.support.servers import ROOT
+    from devtools.services import ROOT
 
     config_file = json.loads((ROOT / "vercel.json").read_text())
     paths = {c["path"] for c in config_file["crons"]}

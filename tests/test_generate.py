@@ -8,24 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-import psycopg
 import pytest
 
 from lib import ip_blocks
-from tests.support.generate_stack import stack  # noqa: F401 - the fixture
 from tests.support.tokens import OTHER_PRIVATE_PEM, PUBLIC_PEM, claims, mint_token, unsigned_token
-
-
-@pytest.fixture
-def sql(database_url):
-    conn = psycopg.connect(database_url, autocommit=True)
-
-    def run(query, *params):
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else cursor.rowcount
-
-    yield run
-    conn.close()
 
 
 def _error(response, status: int, code: str) -> dict:
@@ -498,8 +484,8 @@ def test_both_providers_hung_is_502_with_two_timeouts_inside_one_deadline(stack,
 
 _LAZY_PROBE = """
 import sys, httpx
-from tests.support.servers import serve_in_process
-from tests.support.fake_llm import FakeOpenAI, FakeAnthropic
+from devtools.serve import serve_in_process
+from devtools.fake_llm import FakeOpenAI, FakeAnthropic
 from tests.support.tokens import PUBLIC_PEM, mint_token
 import os
 openai, anthropic = FakeOpenAI(), FakeAnthropic()
@@ -513,7 +499,8 @@ with serve_in_process("api/generate.py") as url:
     assert first.status_code == 200, first.text
     seen["primary"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
     openai.status = 500
-    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers, timeout=60).json()["provider"] == "anthropic"
+    assert httpx.post(url + "/api/generate", json={"prompt": "hi"}, headers=headers,
+                      timeout=60).json()["provider"] == "anthropic"
     seen["fallback"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
 print(seen)
 """
@@ -525,7 +512,7 @@ def test_sdks_are_imported_lazily_anthropic_only_on_fallback(app_env, stack):
     import sys
 
     from tests.support.generate_stack import stack_env
-    from tests.support.servers import ROOT
+    from devtools.services import ROOT
 
     env = {**os.environ, **app_env, **stack_env(stack.openai, stack.anthropic)}
     result = subprocess.run([sys.executable, "-c", _LAZY_PROBE], cwd=ROOT, env=env,
@@ -540,7 +527,7 @@ def test_generate_through_the_vercel_runtime(app_env, stack, sql):
     import os
 
     from tests.support.generate_stack import stack_env
-    from tests.support.servers import serve_through_vercel_runtime
+    from devtools.serve import serve_through_vercel_runtime
 
     env = {**app_env, **stack_env(stack.openai, stack.anthropic)}
     with serve_through_vercel_runtime("api/generate.py", env) as url:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from lib import config
-from tests.support.servers import serve_through_vercel_runtime
+from devtools.serve import serve_through_vercel_runtime
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -8,7 +8,7 @@ import pytest
 
 from lib import config
 from lib.http import Endpoint
-from tests.support.servers import SentryReceiver
+from devtools.serve import SentryReceiver
 
 ROUTES = ["api/health.py", "api/generate.py", "api/webhooks/stripe.py",
           "api/cron/weekly-reminders.py", "api/cron/purge.py", "api/admin/monitoring.py"]
@@ -64,7 +64,7 @@ def test_head_answers_headers_only(serve):
 
 @pytest.mark.parametrize("entrypoint", ROUTES)
 def test_every_route_answers_an_undeclared_verb_with_json_405(serve, entrypoint):
-    from tests.support.servers import load_handler
+    from devtools.serve import load_handler
 
     allowed = load_handler(entrypoint).allowed_methods()
     response = httpx.request("DELETE", serve(entrypoint) + "/x", headers={"x-forwarded-for": "<x>"})

@@ -6,9 +6,10 @@ import pytest
 
 from lib.errors import ConfigError
 from lib.jobs.mailer import DeliveryFailed, Mailer, smtp_server
-from tests.support.crons import cron_secret  # noqa: F401 - fixture
-from tests.support.servers import free_port
-from tests.support.smtp import SmtpServer, SmtpSink
+from devtools.services import free_port
+from devtools.smtp import SmtpServer, SmtpSink
+
+pytestmark = pytest.mark.pure  # a real SMTP server, no Postgres, no Redis
 
 
 @pytest.mark.parametrize("url,expected", [

@@ -40,7 +40,7 @@ def test_concurrent_runners_apply_each_file_exactly_once(empty_database):
     def runner():
         try:
             results.append(migrate.apply(empty_database))
-        except Exception as exc:  # surfaced by the assertion below
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=runner) for _ in range(5)]

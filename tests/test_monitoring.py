@@ -1,7 +1,7 @@
 """lib.monitoring: exact numbers on seeded data, at a fixed `now` (a Wednesday in ISO week
 2027-W01, so the weekly series crosses the year boundary and 2026's week 53)."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -9,7 +9,6 @@ from lib import monitoring
 from lib.errors import BadRequest
 from lib.routes.monitoring import parse_days
 from tests.support import monitoring_data as data
-from tests.support.monitoring_data import conn, org  # noqa: F401 (fixtures)
 
 NOW = datetime(2027, 1, 6, 12, 0, tzinfo=timezone.utc)
 TODAY = NOW.date()

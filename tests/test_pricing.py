@@ -2,7 +2,11 @@
 
 from decimal import Decimal
 
+import pytest
+
 from lib import pricing
+
+pytestmark = pytest.mark.pure  # no Postgres, no Redis
 
 
 def test_dated_snapshots_and_aliases_take_their_family_price():

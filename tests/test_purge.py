@@ -10,7 +10,7 @@ import pytest
 from lib import config
 from lib.jobs import cron, purge
 from tests.support import crons as rows
-from tests.support.crons import SECRET, cron_secret, fire, sql  # noqa: F401 - fixtures
+from tests.support.crons import SECRET, fire
 
 PATH = "/api/cron/purge"
 RETENTION = {"TRIAL": 30, "TEAM": 180, "AGENCY": 365}

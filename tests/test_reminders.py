@@ -10,7 +10,7 @@ from lib import config
 from lib.jobs import cron, reminders
 from lib.jobs.unsubscribe import verify_unsubscribe_token
 from tests.support import crons as rows
-from tests.support.crons import SECRET, cron_secret, fire, smtp, sql  # noqa: F401 - fixtures
+from tests.support.crons import SECRET, fire
 
 PATH = "/api/cron/weekly-reminders"
 
@@ -169,7 +169,7 @@ def test_a_malformed_address_fails_without_reaching_the_server(url, smtp, sql):
 
 
 def test_unreachable_smtp_server_stops_the_run_and_the_next_run_retries(url, smtp, sql, monkeypatch):
-    from tests.support.servers import free_port
+    from devtools.services import free_port
 
     team = rows.org(sql, "TEAM")
     users = [rows.user(sql, team) for _ in range(3)]

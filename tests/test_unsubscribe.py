@@ -8,7 +8,6 @@ from lib import config, errors
 from lib.jobs.unsubscribe import (InvalidUnsubscribeToken, opt_out_with_token, unsubscribe_token,
                                   verify_unsubscribe_token)
 from tests.support import crons as rows
-from tests.support.crons import cron_secret, sql  # noqa: F401 - fixtures
 
 
 def _opted_out(sql, user_id) -> bool:
@@ -65,6 +64,7 @@ def test_a_valid_token_for_a_deleted_user_is_not_found(cron_secret):
         opt_out_with_token(unsubscribe_token("user_gone"))
 
 
+@pytest.mark.pure
 def test_tokens_need_a_key(monkeypatch):
     monkeypatch.delenv("CRON_SECRET", raising=False)
     monkeypatch.delenv("UNSUBSCRIBE_SECRET", raising=False)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,8 @@ import pytest
 from croniter import croniter
 
 from devtools import wheels
-from tests.support.servers import ROOT, free_port, wait_for_port
+from devtools.services import ROOT, free_port
+from devtools.serve import wait_for_port
 
 pytestmark = pytest.mark.slow
 API_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "api").rglob("*.py"))

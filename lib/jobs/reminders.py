@@ -15,7 +15,7 @@ delivered reminder is not sent again.
 import html
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
-from email.utils import formataddr, parseaddr
+from email.utils import parseaddr
 
 from lib import db, quota
 from lib.jobs import WEEKLY_REMINDERS, cron
@@ -168,9 +168,10 @@ def _deliver(mailer: Mailer, recipient: dict, used: int, week: str, now: datetim
         log("reminder_failed", level="warning", user_id=user_id, reason=exc.reason)
         return "unreachable" if exc.unreachable else "failed"
     except DeliveryUnknown as exc:
+        error = f"outcome unknown ({exc}); not retried"
         db.run(lambda conn: conn.execute(
             "UPDATE reminder_deliveries SET error = %s WHERE user_id = %s AND iso_week = %s",
-            (f"outcome unknown ({exc}); not retried", user_id, week)))
+            (error, user_id, week)))
         log("reminder_outcome_unknown", level="warning", user_id=user_id)
         return "failed"
     _settle(user_id, week, "sent", None)

@@ -168,7 +168,7 @@ def complete(prompt: str, system: str | None, max_tokens: int, temperature: floa
         started = time.monotonic()
         try:
             reply = provider.complete(prompt, system, max_tokens, temperature, budget)
-        except Exception as exc:  # noqa: BLE001 - every SDK failure is classified and recorded
+        except Exception as exc:  # every SDK failure is classified and recorded (BLE001 sees exc used)
             result, reason, status = classify(exc)
             outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
                                             type(exc).__name__, status, _ms(started)))

@@ -1,5 +1,10 @@
 """The CLI's entry point: every command has --help, usage errors exit 2, failures exit 1."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ops.cli import main, parser
@@ -39,3 +44,12 @@ def test_env_file_values_are_used(tmp_path, monkeypatch):
     monkeypatch.delenv("CRON_SECRET", raising=False)
     result = run_cli("--env-file", str(env_file), "doctor", "--offline")
     assert "only 9 characters, needs at least 16" in result.stdout
+
+
+def test_importing_the_cli_loads_no_devtools_and_no_jwt():
+    """`ops health` against production must not pay for the dev key pair or the demo data."""
+    probe = ("import json, sys, ops.cli; print(json.dumps(sorted(m for m in sys.modules "
+             "if m.split('.')[0] in ('devtools', 'jwt', 'cryptography', 'tests'))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert json.loads(result.stdout) == []

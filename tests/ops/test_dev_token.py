@@ -6,6 +6,7 @@ import pytest
 
 from devtools import dev, dev_keys
 from lib import config
+from ops import envfile
 from tests.support.cli import run_cli
 
 
@@ -46,8 +47,8 @@ def test_make_dev_sets_clerk_jwt_key_to_the_dev_public_key(keys_dir, monkeypatch
     monkeypatch.delenv("CLERK_SECRET_KEY", raising=False)
     env, _keep = dev.prepare()
     assert env["CLERK_JWT_KEY"] == dev_keys.public_pem()
-    dev.write_env_file(tmp_path / ".env", env)
-    line = next(l for l in (tmp_path / ".env").read_text().splitlines() if l.startswith("CLERK_JWT_KEY="))
+    envfile.write_env_file(tmp_path / ".env", env)
+    line = next(row for row in (tmp_path / ".env").read_text().splitlines() if row.startswith("CLERK_JWT_KEY="))
     assert line.endswith('-----END PUBLIC KEY-----\\n"')  # one line, \n escapes
 
 

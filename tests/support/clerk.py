@@ -3,7 +3,7 @@
 import json
 from http.server import BaseHTTPRequestHandler
 
-from tests.support.local_server import LocalServer
+from devtools.serve import LocalServer
 from tests.support.tokens import JWKS
 
 SECRET_KEY = "sk_test_local_clerk"

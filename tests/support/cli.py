@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.support.servers import ROOT
+from devtools.services import ROOT
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):

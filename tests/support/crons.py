@@ -5,12 +5,10 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from lib import config
-from tests.support.smtp import SmtpServer, SmtpSink
+from devtools.smtp import SmtpServer, SmtpSink
 
 SECRET = "test-cron-secret-0123456789"
 SENDER = "Ascendos <reminders@ascendos.test>"
@@ -34,13 +32,6 @@ def smtp(monkeypatch, cron_secret):
     config.reload()
     yield sink
     server.stop()
-
-
-@pytest.fixture
-def sql(database_url):
-    """A direct connection to the test database, for arranging and inspecting rows."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
 
 
 def fire(url: str, path: str, method: str = "GET", secret: str | None = SECRET, **kwargs) -> httpx.Response:

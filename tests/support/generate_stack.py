@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from lib import config
-from tests.support.fake_llm import FakeAnthropic, FakeOpenAI
+from devtools.fake_llm import FakeAnthropic, FakeOpenAI
 from tests.support.tokens import PUBLIC_PEM, mint_token
 
 

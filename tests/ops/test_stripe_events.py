@@ -11,7 +11,7 @@ import stripe
 from lib import config
 from lib.billing import events
 from ops import cli, stripe_events
-from tests.support.servers import ROOT
+from devtools.services import ROOT
 from tests.support.stripe_signing import BILLING_ENV, PRICE_TEAM, SECRET
 
 

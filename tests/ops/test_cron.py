@@ -11,9 +11,10 @@ from devtools.cron_scheduler import CronScheduler, next_runs
 from lib import config
 from ops import cli
 from ops import cron as ops_cron
+from ops import envfile
 from tests.support import crons as rows
-from tests.support.crons import SECRET, cron_secret, sql  # noqa: F401 - fixtures
-from tests.support.servers import free_port
+from tests.support.crons import SECRET
+from devtools.services import free_port
 
 
 @pytest.fixture
@@ -65,8 +66,8 @@ def test_a_wrong_secret_is_refused_and_an_error_answer_exits_non_zero(purge_url,
     assert ops_cron.fire("/api/cron/purge", purge_url, secret="wrong-" + SECRET).status_code == 401
     # the server without CRON_SECRET answers 500; the CLI (secret from .env) must exit 1
     env_file = tmp_path / ".env"
-    dev.write_env_file(env_file, {"CRON_SECRET": SECRET})
-    monkeypatch.setattr(dev, "ENV_FILE", env_file)
+    envfile.write_env_file(env_file, {"CRON_SECRET": SECRET})
+    monkeypatch.setattr(envfile, "ENV_FILE", env_file)
     monkeypatch.delenv("CRON_SECRET")
     config.reload()
     assert cli.main(["cron", "purge", "--url", purge_url]) == 1
@@ -75,8 +76,8 @@ def test_a_wrong_secret_is_refused_and_an_error_answer_exits_non_zero(purge_url,
 
 def test_ops_cron_falls_back_to_the_secret_make_dev_wrote(purge_url, monkeypatch, tmp_path):
     env_file = tmp_path / ".env"
-    dev.write_env_file(env_file, {"CRON_SECRET": SECRET})
-    monkeypatch.setattr(dev, "ENV_FILE", env_file)
+    envfile.write_env_file(env_file, {"CRON_SECRET": SECRET})
+    monkeypatch.setattr(envfile, "ENV_FILE", env_file)
     monkeypatch.delenv("CRON_SECRET")
     config.reload()
     assert ops_cron.cron_secret() == SECRET

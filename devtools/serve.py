@@ -1,5 +1,6 @@
-"""Test-side servers: the project's handler classes over real HTTP, a function process
-through the Vercel runtime adapter, and a local Sentry receiver."""
+"""Local servers for tests and benches: the project's handler classes over real HTTP, a
+function process through the Vercel runtime adapter, a threaded server for the fakes, and a
+local Sentry receiver. Standard library only (bench/generate.py times `load_handler`)."""
 
 import importlib.util
 import json
@@ -12,9 +13,8 @@ import time
 import zlib
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from devtools.services import ROOT, free_port
 
 
 def load_handler(entrypoint: str):
@@ -57,10 +57,22 @@ def wait_for_port(port: int, timeout: float = 30, process: subprocess.Popen | No
     raise TimeoutError(f"port {port} did not open within {timeout} s")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class LocalServer:
+    """Serves `handler` on 127.0.0.1 in a daemon thread until `close()`."""
+
+    def __init__(self, handler):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @contextmanager

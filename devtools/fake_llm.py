@@ -15,7 +15,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler
 
-from tests.support.local_server import LocalServer
+from devtools.serve import LocalServer
 
 _OPENAI_ERRORS = {400: "invalid_request_error", 401: "invalid_api_key", 403: "permission_denied",
                   404: "model_not_found", 408: "timeout", 429: "rate_limit_exceeded",

@@ -1,4 +1,4 @@
-"""A real SMTP server in the test process (aiosmtpd on its own thread) that keeps what it
+"""A real SMTP server in this process (aiosmtpd on its own thread) that keeps what it
 receives, can refuse chosen recipients, and can hold a message until a test releases it."""
 
 import email
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
 
-from tests.support.servers import free_port
+from devtools.services import free_port
 
 
 @dataclass

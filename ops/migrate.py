@@ -1,0 +1,35 @@
+"""`migrate`: apply pending migrations to DATABASE_URL, or `migrate status` to list them."""
+
+import argparse
+
+from lib import migrate
+from lib.config import settings
+from lib.errors import ConfigError
+
+
+def register(commands) -> None:
+    p = commands.add_parser("migrate", help="apply migrations, or `migrate status`", description=__doc__)
+    p.add_argument("action", nargs="?", choices=["apply", "status"], default="apply")
+    p.set_defaults(run=run)
+
+
+def _database_url() -> str:
+    url = settings().database_url
+    if not url:
+        raise ConfigError("DATABASE_URL is not set")
+    return url
+
+
+def run(args: argparse.Namespace) -> int:
+    url = _database_url()
+    if args.action == "status":
+        pending = 0
+        for migration in migrate.status(url):
+            state = migration.applied_at.isoformat() if migration.applied_at else "pending"
+            pending += migration.applied_at is None
+            print(f"{migration.version:<40} {state}")
+        print(f"{pending} pending")
+        return 0
+    applied = migrate.apply(url)
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
