@@ -17,7 +17,7 @@ dropped by `reload()`.
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -368,7 +368,7 @@ def settings() -> Settings:
     return Settings(**flat)  # type: ignore[arg-type]
 
 
-class per_settings(Generic[T]):  # noqa: N801 (used as a decorator, named like one)
+class per_settings(Generic[T]):
     """`@per_settings def client(cfg): ...` makes `client()` return `build(settings())`, built once
     per settings value (under a lock, so once even with concurrent requests) and kept while the
     settings stay the same. `reload()` drops every such value, so code that re-reads the

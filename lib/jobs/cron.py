@@ -1,6 +1,6 @@
 """What every cron job shares: one run at a time per job, the `cron_runs` record of each run,
 and the time budget that ends a run before `maxDuration`. The CRON_SECRET check of the cron
-routes is the edge's (lib.routes.cron); MIN_SECRET_LENGTH is its rule.
+routes is the edge's (lib.routes.cron); the minimum length is lib.config.MIN_SECRET_CHARS.
 
 The lock is a transaction-scoped advisory lock held in an open transaction on a connection of
 its own for the whole run. Transaction scope (not session scope) is what survives Neon's pooled
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from psycopg.types.json import Jsonb
 
 from lib import db
-from lib.config import MIN_SECRET_CHARS as MIN_SECRET_LENGTH, settings
+from lib.config import settings
 from lib.observability import log
 
 _LOCK_CLASS = 0x63726F6E  # "cron": the first key of every cron job's advisory lock

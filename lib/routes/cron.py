@@ -6,7 +6,7 @@ import hmac
 from lib import errors
 from lib.config import settings
 from lib.http import Request
-from lib.jobs.cron import MIN_SECRET_LENGTH
+from lib.config import MIN_SECRET_CHARS as MIN_SECRET_LENGTH
 
 
 def _same(given: str, secret: str) -> bool:
