@@ -1,11 +1,11 @@
-"""POST /api/generate: one LLM generation for the caller's organization (lib.generation)."""
+"""POST /api/generate: one LLM generation for the caller's organization (lib.routes.generate)."""
 
-from lib.generation import generate
 from lib.http import Endpoint
+from lib.routes import generate
 
 
 class handler(Endpoint):
     route = "/api/generate"
 
     def post(self, request):
-        return generate(request)
+        return generate.post(request)

@@ -17,8 +17,9 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 
-from lib import cron, db, quota
+from lib import cron, db
 from lib.config import settings
+from lib.generation import quota
 from lib.http import Request
 from lib.mailer import DeliveryFailed, DeliveryUnknown, Mailer
 from lib.observability import log

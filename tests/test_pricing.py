@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from lib import pricing
+from lib.generation import pricing
 
 
 def test_dated_snapshots_and_aliases_take_their_family_price():

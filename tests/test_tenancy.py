@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from lib import tenancy
+from lib.generation import tenancy
 from lib.auth import Identity
 
 

@@ -1,10 +1,10 @@
 """Monthly generation quotas per organization, enforced in Postgres (the source of truth:
 it holds when Redis is down).
 
-`reserve` provisions the caller (lib.tenancy) and reserves one generation in a single
-statement, which also inserts the request's `pending` generations row; `settle_success` and
-`settle_failure` close that row, the latter giving the reservation back (failed generations
-don't count). Months are UTC calendar months; limits come from QUOTA_TRIAL/TEAM/AGENCY.
+`reserve` provisions the caller (lib.generation.tenancy) and reserves one generation in a
+single statement, which also inserts the request's `pending` generations row;
+`record_success` and `release` close that row, the latter marking it failed and giving the
+reserved unit back (failed generations don't count). Months are UTC calendar months; limits come from QUOTA_TRIAL/TEAM/AGENCY.
 """
 
 from dataclasses import dataclass
@@ -15,7 +15,7 @@ from lib import db
 from lib.auth import Identity
 from lib.config import settings
 from lib.errors import PaymentRequired, QuotaExceeded
-from lib.tenancy import PROVISION_SQL, provision_params, run_provisioning
+from lib.generation.tenancy import PROVISION_SQL, provision_params, run_provisioning
 
 
 class TrialExpired(PaymentRequired):
@@ -134,7 +134,7 @@ SET status = 'succeeded', provider = %(provider)s, model = %(model)s,
 WHERE id = %(id)s AND status = 'pending'"""
 
 # Closing the row and returning the reservation in one statement: the `status = 'pending'`
-# guard makes a repeated settle a no-op, so a reservation is never given back twice.
+# guard makes a repeated release a no-op, so a reservation is never given back twice.
 _FAIL = """
 WITH failed AS (
     UPDATE generations
@@ -156,13 +156,13 @@ SELECT coalesce((SELECT used FROM released),
                  WHERE organization_id = %(organization_id)s AND month = %(month)s)) AS used"""
 
 
-def settle_success(reservation: Reservation, record: dict) -> None:
+def record_success(reservation: Reservation, record: dict) -> None:
     """Mark the reserved generation succeeded with its accounting (`record`: provider, model,
     tokens, cost, price_version, latency, fallback, attempts). One statement; idempotent."""
     db.run(lambda conn: conn.execute(_SUCCEED, {**record, "id": reservation.generation_id}))
 
 
-def settle_failure(reservation: Reservation, record: dict) -> int:
+def release(reservation: Reservation, record: dict) -> int:
     """Mark the reserved generation failed and give its quota back, atomically; returns the
     month's `used` afterwards. Idempotent (a second call changes nothing)."""
     row = db.run(lambda conn: conn.execute(

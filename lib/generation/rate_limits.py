@@ -8,7 +8,8 @@ generator (`SlidingWindow._limit`, pinned with the package version in requiremen
 instead of letting it send one request per limit.
 
 Fail-open: when Redis is unreachable the caller skips these checks (the Postgres quota
-still holds); see lib.generation.
+still holds); see lib.generation.generation. The Retry-After and X-RateLimit-* headers
+are the HTTP edge's (lib.routes.generate).
 """
 
 import math
@@ -62,17 +63,20 @@ def queue_checks(batch: redis.Batch, ip: str, user_id: str | None):
     return lambda: Checks(bool(blocked()), ip_limit(), user_limit() if user_limit else None)
 
 
-def rate_limit_headers(limit: LimitResponse) -> dict[str, str]:
-    return {"X-RateLimit-Limit": str(limit.limit), "X-RateLimit-Remaining": str(limit.remaining),
-            "X-RateLimit-Reset": str(math.ceil(limit.reset))}
+class RateLimitExceeded(RateLimited):
+    """An exhausted limit (429): `scope` ("IP address" or "user"), `retry_after` in whole
+    seconds (at least 1) and `limit`, the limiter's state (limit, remaining, reset)."""
+
+    def __init__(self, scope: str, limit: LimitResponse):
+        self.scope, self.limit = scope, limit
+        self.retry_after = max(1, math.ceil(limit.reset - time.time()))
+        super().__init__(f"Too many requests for this {scope}; retry in {self.retry_after} s",
+                         details={"scope": scope, "retry_after": self.retry_after})
 
 
-def rejection(limit: LimitResponse, scope: str) -> RateLimited:
-    """The 429 for an exhausted limit, with Retry-After and the X-RateLimit-* headers."""
-    retry_after = max(1, math.ceil(limit.reset - time.time()))
-    return RateLimited(f"Too many requests for this {scope}; retry in {retry_after} s",
-                       headers={"Retry-After": str(retry_after), **rate_limit_headers(limit)},
-                       details={"scope": scope, "retry_after": retry_after})
+def rejection(limit: LimitResponse, scope: str) -> RateLimitExceeded:
+    """The 429 for an exhausted limit."""
+    return RateLimitExceeded(scope, limit)
 
 
 def record_ip_strike(ip: str) -> bool:

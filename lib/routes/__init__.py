@@ -1,0 +1,1 @@
+"""The HTTP edge: everything that takes a Request or builds a Response."""
