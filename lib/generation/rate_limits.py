@@ -4,7 +4,7 @@ and the automatic 24 h block of an IP that keeps getting rate limited.
 `queue_checks` puts the blocked-IP lookup and both limiters into a caller's `redis.Batch`,
 so all of it costs one Redis round trip. The limiters run upstash-ratelimit's own
 SlidingWindow (its Lua script and key layout); the batching drives the library's command
-generator (`SlidingWindow._limit`, pinned with the package version in requirements.txt)
+generator (`SlidingWindow._limit`, through lib.compat, which checks the pinned version)
 instead of letting it send one request per limit.
 
 Fail-open: when Redis is unreachable the caller skips these checks (the Postgres quota
@@ -20,7 +20,7 @@ from functools import lru_cache
 from upstash_ratelimit import SlidingWindow
 from upstash_ratelimit.limiter import Response as LimitResponse
 
-from lib import ip_blocks, redis
+from lib import compat, ip_blocks, redis
 from lib.config import Rate, settings
 from lib.errors import RateLimited
 from lib.observability import log, report
@@ -46,7 +46,7 @@ def _limiter(rate: Rate) -> SlidingWindow:
 
 
 def _queue_limit(batch: redis.Batch, rate: Rate, identifier: str):
-    generator = _limiter(rate)._limit(f"{PREFIX}:{identifier}")
+    generator = compat.limit_commands(_limiter(rate), f"{PREFIX}:{identifier}")
     command, args = next(generator)
     reply = batch.add(command, *args)
     return lambda: generator.send(reply())
