@@ -166,7 +166,7 @@ def generate(identity: Identity, params: GenerationRequest,
     except AppError as exc:
         # The text exists and the quota stays reserved (the row stays pending); losing the
         # answer the user already waited for would be worse than a gap in the accounting.
-        report(exc, component="settle_generation", generation_id=str(reservation.generation_id))
+        report(exc, component="record_generation", generation_id=str(reservation.generation_id))
     log("generation", provider=outcome.provider, model=reply.model, fallback=outcome.fallback,
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))
     return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,
