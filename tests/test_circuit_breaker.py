@@ -1,4 +1,4 @@
-"""lib.circuit_breaker: shared through Redis, failing open."""
+"""lib.generation.circuit_breaker: shared through Redis, failing open."""
 
 from lib import config, redis
 from lib.generation import circuit_breaker

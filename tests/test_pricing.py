@@ -1,4 +1,4 @@
-"""lib.pricing: versioned per-model prices, longest-prefix matching, exact decimals."""
+"""lib.generation.pricing: versioned per-model prices, longest-prefix matching, exact decimals."""
 
 from decimal import Decimal
 

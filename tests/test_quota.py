@@ -1,4 +1,4 @@
-"""lib.quota: reservations are atomic, released at most once, and month-scoped."""
+"""lib.generation.quota: reservations are atomic, released at most once, and month-scoped."""
 
 import psycopg
 import pytest

@@ -1,4 +1,4 @@
-"""lib.rate_limits: the batched limiter is upstash-ratelimit's own sliding window."""
+"""lib.generation.rate_limits: the batched limiter is upstash-ratelimit's own sliding window."""
 
 from upstash_ratelimit import Ratelimit, SlidingWindow
 

@@ -1,4 +1,4 @@
-"""lib.tenancy: provisioning from a Clerk identity, idempotent and race-safe."""
+"""lib.generation.tenancy: provisioning from a Clerk identity, idempotent and race-safe."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
