@@ -1,7 +1,7 @@
-"""POST /api/generate: one LLM generation for the caller's organization (lib.generation)."""
+"""POST /api/generate: one LLM generation for the caller's organization (lib.routes.generate)."""
 
-from lib.generation import generate
 from lib.http import Endpoint
+from lib.routes import generate
 from lib.routes.hooks import maintenance_gate
 
 
@@ -10,4 +10,4 @@ class handler(Endpoint):
     before = (maintenance_gate,)
 
     def post(self, request):
-        return generate(request)
+        return generate.post(request)

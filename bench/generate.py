@@ -239,7 +239,7 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
     _table(["pass", "SDK p50", "SDK p99", "route p50", "route p99", "p50 ratio (< 1.5x)",
             "p50 overhead ms"], rows)
     print(f"\none durable INSERT commit on this Postgres: {_commit_ms(direct_url):.2f} ms "
-          "(the route makes two: reserve, settle)\n")
+          "(the route makes two: reserve, record)\n")
     _table(["round trips per warm request", "measured", "target"],
            [["Redis (Upstash REST requests)", f"{redis_rt:.2f}", "<= 3"],
             ["Postgres (request/response exchanges)", f"{pg_rt:.2f}", "<= 3"]])

@@ -64,7 +64,7 @@ def authenticate(request) -> Identity:
     token = request.bearer_token()
     if not token:
         raise Unauthorized("Missing bearer token")
-    return identity_from_claims(verify_token(token))
+    return identity_from_claims(verify_session_token(token))
 
 
 def require_role(identity: Identity, *roles: str) -> None:
@@ -73,7 +73,7 @@ def require_role(identity: Identity, *roles: str) -> None:
         raise Forbidden(f"Requires role {' or '.join(roles)}")
 
 
-def verify_token(token: str) -> dict:
+def verify_session_token(token: str) -> dict:
     """The verified claims of a Clerk session token (see `authenticate` for what is checked)."""
     if len(token) > _MAX_TOKEN_CHARS:
         raise Unauthorized("Invalid token")

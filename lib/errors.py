@@ -105,6 +105,10 @@ class MalformedRequest(AppError):
 class ProviderUnavailable(AppError):
     status, code, default_message = 502, "provider_unavailable", "Every LLM provider failed"
 
+    def __init__(self, message: str | None = None, *, outcome=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.outcome = outcome  # every attempt made (lib.generation.llm.Outcome)
+
 
 class ServiceUnavailable(AppError):
     status, code, default_message = 503, "service_unavailable", "Service temporarily unavailable"

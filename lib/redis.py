@@ -9,6 +9,7 @@ import httpx
 from upstash_redis import Redis
 from upstash_redis.errors import UpstashError
 
+from lib import compat
 from lib.config import per_settings, settings
 from lib.errors import ConfigError
 
@@ -21,8 +22,8 @@ def _build(cfg) -> Redis:
     redis = Redis(cfg.upstash_url, cfg.upstash_token, rest_retries=0,
                   allow_telemetry=False, read_your_writes=False)
     # upstash-redis builds its httpx client with no timeout at all; a hung Redis would
-    # hang the function until maxDuration. Bound every request instead.
-    redis._http._client.timeout = httpx.Timeout(cfg.redis_timeout_s)
+    # hang the function until maxDuration. Bound every request, and refuse error statuses.
+    compat.bound_redis_client(redis, cfg.redis_timeout_s)
     return redis
 
 
@@ -41,10 +42,9 @@ def call(fn, *args, **kwargs):
     """Run one client call, turning transport and server errors into RedisUnavailable."""
     try:
         return fn(*args, **kwargs)
-    # AttributeError/TypeError/KeyError: an error reply shaped unlike a result (e.g. a pipeline
-    # answered with one JSON error object) makes the client fail while parsing it.
-    except (httpx.HTTPError, UpstashError, ValueError, OSError, AttributeError, TypeError,
-            KeyError) as exc:
+    # Not AttributeError/TypeError/KeyError: those are bugs, and must not pass for a Redis
+    # outage (fail open). Error replies are refused before parsing (lib.compat).
+    except (httpx.HTTPError, UpstashError, ValueError, OSError) as exc:
         raise RedisUnavailable(f"{type(exc).__name__}") from exc
 
 

@@ -99,7 +99,7 @@ def test_hs256_with_public_key_is_refused_even_though_pyjwt_could_be_asked(pem_k
                     f"{b64(json.dumps(claims('user_1')).encode())}"
     signature = hmac.new(PUBLIC_PEM.encode(), signing_input.encode(), hashlib.sha256).digest()
     with pytest.raises(errors.Unauthorized):
-        auth.verify_token(f"{signing_input}.{b64(signature)}")
+        auth.verify_session_token(f"{signing_input}.{b64(signature)}")
 
 
 def test_missing_bearer_is_unauthorized(pem_key):

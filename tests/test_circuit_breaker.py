@@ -1,7 +1,8 @@
-"""lib.circuit_breaker: shared through Redis, failing open."""
+"""lib.generation.circuit_breaker: shared through Redis, failing open."""
 
-from lib import circuit_breaker, config, redis
-from lib.circuit_breaker import BreakerState
+from lib import config, redis
+from lib.generation import circuit_breaker
+from lib.generation.circuit_breaker import BreakerState
 
 
 def _read():

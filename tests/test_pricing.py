@@ -1,10 +1,10 @@
-"""lib.pricing: versioned per-model prices, longest-prefix matching, exact decimals."""
+"""lib.generation.pricing: versioned per-model prices, longest-prefix matching, exact decimals."""
 
 from decimal import Decimal
 
 import pytest
 
-from lib import pricing
+from lib.generation import pricing
 
 pytestmark = pytest.mark.pure  # no Postgres, no Redis
 

@@ -1,10 +1,11 @@
-"""lib.quota: reservations are atomic, released at most once, and month-scoped."""
+"""lib.generation.quota: reservations are atomic, released at most once, and month-scoped."""
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from lib import config, errors, quota
+from lib import config, errors
+from lib.generation import quota
 from lib.auth import Identity
 
 ALICE = Identity("user_alice", "org_q", None, "MEMBER")
@@ -29,8 +30,8 @@ def test_reserve_inserts_one_pending_row_and_counts_it(database_url):
 def test_failure_releases_the_reservation_exactly_once(database_url):
     reservation = quota.reserve(ALICE)
     quota.reserve(ALICE)
-    assert quota.settle_failure(reservation, _FAILED) == 1
-    assert quota.settle_failure(reservation, _FAILED) == 1  # a repeat changes nothing
+    assert quota.release(reservation, _FAILED) == 1
+    assert quota.release(reservation, _FAILED) == 1  # a repeat changes nothing
     assert _used(database_url) == 1
 
 

@@ -1,9 +1,11 @@
-"""lib.rate_limits: the batched limiter is upstash-ratelimit's own sliding window."""
+"""lib.generation.rate_limits: the batched limiter is upstash-ratelimit's own sliding window."""
 
 from upstash_ratelimit import Ratelimit, SlidingWindow
 
-from lib import config, rate_limits, redis
+from lib import config, redis
 from lib.config import Rate
+from lib.generation import rate_limits
+from lib.routes.generate import rate_limited
 
 
 def _run(ip, user):
@@ -43,7 +45,7 @@ def test_strike_past_the_threshold_blocks_once(monkeypatch, database_url, redis_
 
 def test_rejection_is_a_429_with_retry_after():
     limit = rate_limits.LimitResponse(allowed=False, limit=10, remaining=0, reset=2e9)
-    error = rate_limits.rejection(limit, "user")
+    error = rate_limited(rate_limits.rejection(limit, "user"))
     assert error.status == 429 and int(error.headers["Retry-After"]) >= 1
     assert error.headers["X-RateLimit-Reset"] == "2000000000"
 

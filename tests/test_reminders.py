@@ -65,7 +65,7 @@ def test_email_shows_usage_this_month_trial_end_and_a_signed_unsubscribe_link(ur
     trial = rows.org(sql, "TRIAL", trial_ends_at=ends)
     user_id = rows.user(sql, trial)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    # The quota counter the generate route maintains (lib.quota): 3 this month, 9 last month.
+    # The quota counter the generate route maintains (lib.generation.quota): 3 this month, 9 last month.
     last_month = (month_start - timedelta(days=1)).replace(day=1)
     sql.execute("INSERT INTO generation_usage (organization_id, month, used, quota_limit) "
                 "VALUES (%s, %s, 3, 50), (%s, %s, 9, 50)",

@@ -1,4 +1,4 @@
-"""lib.tenancy: provisioning from a Clerk identity, idempotent and race-safe."""
+"""lib.generation.tenancy: provisioning from a Clerk identity, idempotent and race-safe."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from lib import tenancy
+from lib.generation import tenancy
 from lib.auth import Identity
 
 

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import parseaddr
 
-from lib import db, quota
-from lib.jobs import WEEKLY_REMINDERS, cron
+from lib import db
 from lib.config import settings
+from lib.generation import quota
+from lib.jobs import WEEKLY_REMINDERS, cron
 from lib.jobs.mailer import DeliveryFailed, DeliveryUnknown, Mailer
 from lib.observability import log
 from lib.utc import iso_week

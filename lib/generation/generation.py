@@ -1,28 +1,33 @@
-"""POST /api/generate: one LLM generation for the caller's organization.
+"""One LLM generation for the caller's organization (served by lib.routes.generate).
 
 The order is cheapest first, and each step runs only if the previous ones passed:
-1. one Redis round trip: blocked IP, IP and user rate limits, the OpenAI circuit state;
-   blocked -> 403, IP limit -> 429 (and a strike towards the auto-block), bad token -> 401,
-   user limit -> 429. The token is verified (CPU only with CLERK_JWT_KEY) before that round
-   trip so the user's limiter can ride in it; its verdict is only acted on after the IP checks.
-2. the body is validated (400 naming the field);
-3. one Postgres statement provisions the caller and reserves a unit of quota (402 when the
-   trial ended, the subscription is inactive or the month's quota is used up);
-4. the providers are called (lib.llm); 5. one statement settles the generations row.
+1. `admit`: one Redis round trip: blocked IP, IP and user rate limits, the OpenAI circuit
+   state; blocked -> 403, IP limit -> 429 (and a strike towards the auto-block), bad token ->
+   401, user limit -> 429. The edge verifies the token (CPU only with CLERK_JWT_KEY) before
+   that round trip so the user's limiter can ride in it; `admit` acts on its verdict only
+   after the IP checks.
+2. `parse_generation_request`: the body is validated (400 naming the field);
+3. `generate`: one Postgres statement provisions the caller and reserves a unit of quota
+   (402 when the trial ended, the subscription is inactive or the month's quota is used up);
+4. the providers are called (lib.generation.llm); 5. one statement closes the generations
+   row (`quota.record_success`, or `quota.release` giving the unit back).
 Redis trouble fails open (reported, request served, the Postgres quota still holds);
-Postgres trouble is a 503 with nothing written.
+Postgres trouble is a 503 with nothing written. Plain values in and out: no Request here.
 """
 
 import math
 import time
 from dataclasses import dataclass
 
+from decimal import Decimal
+from uuid import UUID
+
 from psycopg.types.json import Jsonb
 
-from lib import circuit_breaker, llm, pricing, quota, rate_limits, redis
-from lib.auth import authenticate
-from lib.errors import AppError, BadRequest, IpBlocked
-from lib.http import Request, Response
+from lib import redis
+from lib.auth import Identity
+from lib.errors import AppError, BadRequest, IpBlocked, Unauthorized
+from lib.generation import circuit_breaker, llm, pricing, quota, rate_limits
 from lib.observability import log, report
 
 MAX_PROMPT_CHARS = 20_000
@@ -70,6 +75,30 @@ def parse_generation_request(body: dict) -> GenerationRequest:
     return GenerationRequest(prompt, system or None, max_tokens, temperature)
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What the batched Redis checks let through: the user's limiter state (None when Redis
+    was unreachable: fail open) and the primary provider's circuit breaker."""
+
+    user_limit: rate_limits.LimitResponse | None
+    breaker: circuit_breaker.BreakerState
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One served generation: the reply and its accounting."""
+
+    id: UUID
+    text: str
+    provider: str
+    model: str
+    fallback: bool
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    quota: dict
+
+
 def _checks(ip: str, user_id: str | None):
     """Run the batched Redis checks. Fails open: (None, closed breaker) when Redis is down."""
     batch = redis.Batch()
@@ -83,28 +112,34 @@ def _checks(ip: str, user_id: str | None):
         return None, circuit_breaker.BreakerState(llm.PRIMARY)
 
 
-def generate(request: Request) -> Response:
-    """Serve one generation; see the module docstring for the order of checks. Every
-    request that reaches the providers leaves exactly one settled generations row."""
-    ip = request.client_ip
-    identity, auth_error = None, None
-    try:
-        identity = authenticate(request)
-    except AppError as exc:
-        auth_error = exc
-    checks, breaker = _checks(ip, identity.user_id if identity else None)
+def admit(client_ip: str, identity: Identity | None,
+          auth_error: AppError | None = None) -> Admission:
+    """Step 1 (one Redis round trip). `identity` is the verified caller, or None with
+    `auth_error` saying why not; that verdict is raised only after the IP checks, so an
+    IP over its limit gets its 429 (and strike) whatever token it sends. Raises IpBlocked,
+    RateLimitExceeded (IP, then user) or `auth_error`."""
+    checks, breaker = _checks(client_ip, identity.user_id if identity else None)
     if checks is not None and checks.blocked:
         raise IpBlocked()
     if checks is not None and not checks.ip.allowed:
-        rate_limits.record_ip_strike(ip)
+        rate_limits.record_ip_strike(client_ip)
         raise rate_limits.rejection(checks.ip, "IP address")
-    if auth_error is not None:
-        raise auth_error
+    if auth_error is not None or identity is None:
+        raise auth_error or Unauthorized()
     if checks is not None and not checks.user.allowed:
         raise rate_limits.rejection(checks.user, "user")
-    params = parse_generation_request(request.json())
+    return Admission(checks.user if checks is not None else None, breaker)
+
+
+def generate(identity: Identity, params: GenerationRequest,
+             admission: Admission) -> Generation:
+    """Steps 3-5 for an admitted caller. Every call that reaches the providers leaves exactly
+    one closed generations row. Raises NoProviderConfigured, the quota refusals (402),
+    DatabaseUnavailable, or ProviderUnavailable / ProviderRejected carrying the generation id
+    and the quota after the unit was given back."""
     llm.require_provider()
     reservation = quota.reserve(identity)
+    breaker = admission.breaker
     started = time.monotonic()
     try:
         outcome = llm.complete(params.prompt, params.system, params.max_tokens,
@@ -112,35 +147,31 @@ def generate(request: Request) -> Response:
                                skip_primary_reason="circuit_open" if breaker.open else None)
     except llm.ProviderUnavailable as exc:
         _update_breaker(breaker, exc.outcome)
-        used = quota.settle_failure(reservation, _failure_record(exc.outcome, started))
-        exc.details = {"generation_id": str(reservation.generation_id),
-                       "quota": reservation.quota(used)}
-        raise
+        used = quota.release(reservation, _failure_record(exc.outcome, started))
+        raise type(exc)(exc.message, outcome=exc.outcome, details={
+            "generation_id": str(reservation.generation_id),
+            "quota": reservation.quota(used)}) from exc
     except BaseException as exc:
-        quota.settle_failure(reservation, _failure_record(llm.Outcome(), started, exc))
+        quota.release(reservation, _failure_record(llm.Outcome(), started, exc))
         raise
     _update_breaker(breaker, outcome)
     reply = outcome.reply
     price = pricing.price_for(reply.model)
     cost = pricing.cost_usd(price, reply.input_tokens, reply.output_tokens)
     try:
-        quota.settle_success(reservation, {
+        quota.record_success(reservation, {
             **_common_record(outcome, started), "provider": outcome.provider, "model": reply.model,
             "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
             "cost_usd": cost, "price_version": price.version})
     except AppError as exc:
         # The text exists and the quota stays reserved (the row stays pending); losing the
         # answer the user already waited for would be worse than a gap in the accounting.
-        report(exc, component="settle_generation", generation_id=str(reservation.generation_id))
+        report(exc, component="record_generation", generation_id=str(reservation.generation_id))
     log("generation", provider=outcome.provider, model=reply.model, fallback=outcome.fallback,
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))
-    headers = rate_limits.rate_limit_headers(checks.user) if checks is not None else {}
-    return Response(200, {
-        "id": str(reservation.generation_id), "text": reply.text, "provider": outcome.provider,
-        "model": reply.model, "fallback": outcome.fallback,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-                  "total_tokens": reply.input_tokens + reply.output_tokens},
-        "cost_usd": float(cost), "quota": reservation.quota()}, headers)
+    return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,
+                      outcome.fallback, reply.input_tokens, reply.output_tokens, cost,
+                      reservation.quota())
 
 
 def _update_breaker(breaker: circuit_breaker.BreakerState, outcome: llm.Outcome) -> None:

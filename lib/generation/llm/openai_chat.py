@@ -1,7 +1,7 @@
 """OpenAI chat completions through the official SDK."""
 
-from lib.llm.clients import client
-from lib.llm.types import Reply
+from lib.generation.llm.clients import client
+from lib.generation.llm.types import Reply
 
 
 def complete(api_key: str, base_url: str | None, model: str, prompt: str, system: str | None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from lib.config import settings
 from lib.errors import ProviderUnavailable, ServiceUnavailable
-from lib.llm.types import Attempt, Reply
+from lib.generation.llm.types import Attempt, Reply
 
 PRIMARY_SHARE = 0.6
 _MIN_ATTEMPT_S = 0.5  # below this a call can't complete; record it as skipped instead
@@ -40,14 +40,14 @@ class Provider:
 
     def _module(self):
         if self.name == "openai":
-            from lib.llm import openai_chat as module
+            from lib.generation.llm import openai_chat as module
         else:
-            from lib.llm import anthropic_messages as module
+            from lib.generation.llm import anthropic_messages as module
         return module
 
     def prepare(self) -> None:
         """Import the SDK and build the client (once per process)."""
-        from lib.llm.clients import client
+        from lib.generation.llm.clients import client
 
         client(self.name, self.api_key, self.base_url)
 
@@ -173,20 +173,15 @@ def complete(prompt: str, system: str | None, max_tokens: int, temperature: floa
             outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
                                             type(exc).__name__, status, _ms(started)))
             if result == "rejected":
-                raise _failure(ProviderRejected(f"{provider.name} rejected the request "
-                                                f"(HTTP {status})"), outcome) from exc
+                raise ProviderRejected(f"{provider.name} rejected the request (HTTP {status})",
+                                       outcome=outcome) from exc
             continue
         outcome.attempts.append(Attempt(provider.name, reply.model, "succeeded",
                                         latency_ms=_ms(started)))
         outcome.reply, outcome.provider = reply, provider.name
         return outcome
-    raise _failure(ProviderUnavailable(), outcome)
+    raise ProviderUnavailable(outcome=outcome)
 
 
 def _ms(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
-
-
-def _failure(error: ProviderUnavailable, outcome: Outcome) -> ProviderUnavailable:
-    error.outcome = outcome
-    return error

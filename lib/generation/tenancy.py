@@ -5,12 +5,14 @@ user id when there is none. New organizations start on TRIAL with `trial_ends_at
 TRIAL_DAYS. The user row mirrors the token's email and `metadata.role` and points at the
 organization of the current call (a user who switches Clerk orgs follows along).
 
-PROVISION_SQL is a set of CTEs other statements build on (lib.quota folds provisioning and
-the quota reservation into one statement). It writes nothing on a warm call: the org insert
-is ON CONFLICT DO NOTHING and the user update only fires when something changed. Race: two
-first calls at once insert one org and one user (unique keys); the loser's statement may not
-see the winner's org row in its snapshot and then yields no `org` row, so callers run it
-again (`run_provisioning` does), which does see it.
+Provisioning is a set of CTEs that other statements build on, so that first contact costs
+no extra round trip (lib.generation.quota folds it and the quota reservation into one
+statement). The one seam is `provisioned()` to build such a statement and `run_provisioned()`
+to run it; see `provisioned` for the contract. It writes nothing on a warm call: the org
+insert is ON CONFLICT DO NOTHING and the user update only fires when something changed.
+Race: two first calls at once insert one org and one user (unique keys); the loser's
+statement may not see the winner's org row in its snapshot and then yields no `org` row, so
+`run_provisioned` runs it again, which does see it.
 """
 
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from lib import db
 from lib.auth import Identity
 from lib.config import settings
 
-PROVISION_SQL = """
+_PROVISION_SQL = """
 new_org AS (
     INSERT INTO organizations (external_id, is_personal, plan, trial_ends_at)
     VALUES (%(org_external_id)s, %(is_personal)s, 'TRIAL',
@@ -58,15 +60,32 @@ class Tenant:
     current_period_end: datetime | None
 
 
-def provision_params(identity: Identity) -> dict:
+def provisioned(select: str, ctes: str = "") -> str:
+    """A statement that provisions the caller first: `WITH <provisioning>, <ctes> <select>`.
+
+    The contract, for `ctes` and `select`:
+    - they may read the CTE `org` (id, plan, trial_ends_at, subscription_status,
+      current_period_end): the caller's organization, one row, or none when a concurrent
+      first call won the race; and `usr` (the user row's id when it was written);
+    - they must not use the parameter names of `_provision_params` for anything else;
+    - `select` must return its first row with an `organization_id` column that is NULL
+      when `org` is empty (e.g. `FROM (SELECT 1) AS one LEFT JOIN org ON true`).
+    Run the statement with `run_provisioned`.
+    """
+    return f"WITH {_PROVISION_SQL}{',' + ctes if ctes else ''}\n{select}"
+
+
+def _provision_params(identity: Identity) -> dict:
     return {"org_external_id": identity.tenant_external_id, "is_personal": identity.is_personal,
             "trial_days": settings().trial_days, "user_id": identity.user_id,
             "email": identity.email, "role": identity.role}
 
 
-def run_provisioning(conn, sql: str, params: dict):
-    """Execute a statement built on PROVISION_SQL and return its first row, re-running it
-    once when a concurrent first call won the provisioning race (no `org` row seen)."""
+def run_provisioned(conn, sql: str, identity: Identity, params: dict | None = None):
+    """Execute a statement built by `provisioned` for `identity` (plus the statement's own
+    `params`) and return its first row, re-running it once when a concurrent first call won
+    the provisioning race (no `org` row seen)."""
+    params = {**(params or {}), **_provision_params(identity)}
     for _ in range(2):
         row = conn.execute(sql, params).fetchone()
         if row is not None and row["organization_id"] is not None:
@@ -74,12 +93,14 @@ def run_provisioning(conn, sql: str, params: dict):
     raise RuntimeError("organization vanished while provisioning")  # deleted mid-call
 
 
+_PROVISION = provisioned("""
+SELECT org.id AS organization_id, org.plan, org.trial_ends_at, org.subscription_status,
+       org.current_period_end
+FROM (SELECT 1) AS one LEFT JOIN org ON true""")
+
+
 def provision(identity: Identity) -> Tenant:
     """The caller's organization, creating it and the user on first contact. Idempotent and
     race-safe; one statement (two in a first-call race). Raises DatabaseUnavailable."""
-    sql = f"""WITH {PROVISION_SQL}
-        SELECT org.id AS organization_id, org.plan, org.trial_ends_at, org.subscription_status,
-               org.current_period_end
-        FROM (SELECT 1) AS one LEFT JOIN org ON true"""
-    row = db.run(lambda conn: run_provisioning(conn, sql, provision_params(identity)))
+    row = db.run(lambda conn: run_provisioned(conn, _PROVISION, identity))
     return Tenant(**row)

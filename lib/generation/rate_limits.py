@@ -4,11 +4,12 @@ and the automatic 24 h block of an IP that keeps getting rate limited.
 `queue_checks` puts the blocked-IP lookup and both limiters into a caller's `redis.Batch`,
 so all of it costs one Redis round trip. The limiters run upstash-ratelimit's own
 SlidingWindow (its Lua script and key layout); the batching drives the library's command
-generator (`SlidingWindow._limit`, pinned with the package version in requirements.txt)
+generator (`SlidingWindow._limit`, through lib.compat, which checks the pinned version)
 instead of letting it send one request per limit.
 
 Fail-open: when Redis is unreachable the caller skips these checks (the Postgres quota
-still holds); see lib.generation.
+still holds); see lib.generation.generation. The Retry-After and X-RateLimit-* headers
+are the HTTP edge's (lib.routes.generate).
 """
 
 import math
@@ -19,7 +20,7 @@ from functools import lru_cache
 from upstash_ratelimit import SlidingWindow
 from upstash_ratelimit.limiter import Response as LimitResponse
 
-from lib import ip_blocks, redis
+from lib import compat, ip_blocks, redis
 from lib.config import Rate, settings
 from lib.errors import RateLimited
 from lib.observability import log, report
@@ -45,7 +46,7 @@ def _limiter(rate: Rate) -> SlidingWindow:
 
 
 def _queue_limit(batch: redis.Batch, rate: Rate, identifier: str):
-    generator = _limiter(rate)._limit(f"{PREFIX}:{identifier}")
+    generator = compat.limit_commands(_limiter(rate), f"{PREFIX}:{identifier}")
     command, args = next(generator)
     reply = batch.add(command, *args)
     return lambda: generator.send(reply())
@@ -62,17 +63,20 @@ def queue_checks(batch: redis.Batch, ip: str, user_id: str | None):
     return lambda: Checks(bool(blocked()), ip_limit(), user_limit() if user_limit else None)
 
 
-def rate_limit_headers(limit: LimitResponse) -> dict[str, str]:
-    return {"X-RateLimit-Limit": str(limit.limit), "X-RateLimit-Remaining": str(limit.remaining),
-            "X-RateLimit-Reset": str(math.ceil(limit.reset))}
+class RateLimitExceeded(RateLimited):
+    """An exhausted limit (429): `scope` ("IP address" or "user"), `retry_after` in whole
+    seconds (at least 1) and `limit`, the limiter's state (limit, remaining, reset)."""
+
+    def __init__(self, scope: str, limit: LimitResponse):
+        self.scope, self.limit = scope, limit
+        self.retry_after = max(1, math.ceil(limit.reset - time.time()))
+        super().__init__(f"Too many requests for this {scope}; retry in {self.retry_after} s",
+                         details={"scope": scope, "retry_after": self.retry_after})
 
 
-def rejection(limit: LimitResponse, scope: str) -> RateLimited:
-    """The 429 for an exhausted limit, with Retry-After and the X-RateLimit-* headers."""
-    retry_after = max(1, math.ceil(limit.reset - time.time()))
-    return RateLimited(f"Too many requests for this {scope}; retry in {retry_after} s",
-                       headers={"Retry-After": str(retry_after), **rate_limit_headers(limit)},
-                       details={"scope": scope, "retry_after": retry_after})
+def rejection(limit: LimitResponse, scope: str) -> RateLimitExceeded:
+    """The 429 for an exhausted limit."""
+    return RateLimitExceeded(scope, limit)
 
 
 def record_ip_strike(ip: str) -> bool:

@@ -1,10 +1,11 @@
 """Monthly generation quotas per organization, enforced in Postgres (the source of truth:
 it holds when Redis is down).
 
-`reserve` provisions the caller (lib.tenancy) and reserves one generation in a single
-statement, which also inserts the request's `pending` generations row; `settle_success` and
-`settle_failure` close that row, the latter giving the reservation back (failed generations
-don't count). Months are UTC calendar months; limits come from QUOTA_TRIAL/TEAM/AGENCY.
+`reserve` provisions the caller (lib.generation.tenancy) and reserves one generation in a
+single statement, which also inserts the request's `pending` generations row;
+`record_success` and `release` close that row, the latter marking it failed and giving
+the reserved unit back (failed generations don't count). Months are UTC calendar months;
+limits come from QUOTA_TRIAL/TEAM/AGENCY.
 """
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from lib import db
 from lib.auth import Identity
 from lib.config import settings
 from lib.errors import PaymentRequired, QuotaExceeded
-from lib.tenancy import PROVISION_SQL, provision_params, run_provisioning
+from lib.generation import tenancy
 
 
 class TrialExpired(PaymentRequired):
@@ -64,9 +65,9 @@ def _next_month(month: date) -> datetime:
 # The reservation is the ON CONFLICT DO UPDATE .. WHERE used < limit: Postgres locks the
 # counter row and evaluates the WHERE against its latest committed version, so concurrent
 # reservations can never push `used` past the limit. The standing checks (trial, status)
-# read the org row as of this statement.
-_RESERVE = f"""
-WITH {PROVISION_SQL},
+# read the org row as of this statement. Built on provisioning through its one seam
+# (tenancy.provisioned): the caller's first contact costs no extra round trip.
+_RESERVE = tenancy.provisioned(ctes="""
 standing AS (
     SELECT org.id, org.plan,
            CASE
@@ -92,13 +93,13 @@ pending AS (
     INSERT INTO generations (organization_id, user_id, status)
     SELECT standing.id, %(user_id)s, 'pending' FROM standing, counted
     RETURNING id
-)
+)""", select="""
 SELECT standing.id AS organization_id, standing.plan, standing.refusal, standing.quota_limit,
        standing.month, counted.used, pending.id AS generation_id,
        (SELECT g.used FROM generation_usage g
         WHERE g.organization_id = standing.id AND g.month = standing.month) AS used_before
 FROM (SELECT 1) AS one
-LEFT JOIN standing ON true LEFT JOIN counted ON true LEFT JOIN pending ON true"""
+LEFT JOIN standing ON true LEFT JOIN counted ON true LEFT JOIN pending ON true""")
 
 
 def reserve(identity: Identity) -> Reservation:
@@ -109,9 +110,9 @@ def reserve(identity: Identity) -> Reservation:
     the first-contact provisioning) or DatabaseUnavailable (503, nothing written).
     """
     quotas = settings().quotas
-    params = {**provision_params(identity), "quota_trial": quotas["TRIAL"],
-              "quota_team": quotas["TEAM"], "quota_agency": quotas["AGENCY"]}
-    row = db.run(lambda conn: run_provisioning(conn, _RESERVE, params))
+    params = {"quota_trial": quotas["TRIAL"], "quota_team": quotas["TEAM"],
+              "quota_agency": quotas["AGENCY"]}
+    row = db.run(lambda conn: tenancy.run_provisioned(conn, _RESERVE, identity, params))
     if row["refusal"] == "trial_expired":
         raise TrialExpired()
     if row["refusal"] == "subscription_inactive":
@@ -134,7 +135,7 @@ SET status = 'succeeded', provider = %(provider)s, model = %(model)s,
 WHERE id = %(id)s AND status = 'pending'"""
 
 # Closing the row and returning the reservation in one statement: the `status = 'pending'`
-# guard makes a repeated settle a no-op, so a reservation is never given back twice.
+# guard makes a repeated release a no-op, so a reservation is never given back twice.
 _FAIL = """
 WITH failed AS (
     UPDATE generations
@@ -156,13 +157,13 @@ SELECT coalesce((SELECT used FROM released),
                  WHERE organization_id = %(organization_id)s AND month = %(month)s)) AS used"""
 
 
-def settle_success(reservation: Reservation, record: dict) -> None:
+def record_success(reservation: Reservation, record: dict) -> None:
     """Mark the reserved generation succeeded with its accounting (`record`: provider, model,
     tokens, cost, price_version, latency, fallback, attempts). One statement; idempotent."""
     db.run(lambda conn: conn.execute(_SUCCEED, {**record, "id": reservation.generation_id}))
 
 
-def settle_failure(reservation: Reservation, record: dict) -> int:
+def release(reservation: Reservation, record: dict) -> int:
     """Mark the reserved generation failed and give its quota back, atomically; returns the
     month's `used` afterwards. Idempotent (a second call changes nothing)."""
     row = db.run(lambda conn: conn.execute(

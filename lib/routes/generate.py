@@ -1,0 +1,49 @@
+"""POST /api/generate at the HTTP edge: reads the request, runs lib.generation.generation's
+steps in their order, and says the result in HTTP.
+
+Here and only here: the bearer token, the client IP, the JSON body, the Retry-After and
+X-RateLimit-* headers and the 200 body. The token is verified before the Redis checks (so
+the user's limiter rides in their round trip) and the body is read only after them, so an
+IP over its limit is refused before anything else is looked at.
+"""
+
+import math
+
+from lib import auth
+from lib.errors import AppError, RateLimited
+from lib.generation import generation, rate_limits
+from lib.http import Request, Response
+
+
+def post(request: Request) -> Response:
+    identity, auth_error = None, None
+    try:
+        identity = auth.authenticate(request)
+    except AppError as exc:
+        auth_error = exc
+    try:
+        admission = generation.admit(request.client_ip, identity, auth_error)
+    except rate_limits.RateLimitExceeded as exc:
+        raise rate_limited(exc) from None
+    params = generation.parse_generation_request(request.json())
+    result = generation.generate(identity, params, admission)
+    limit = admission.user_limit
+    headers = rate_limit_headers(limit) if limit is not None else {}
+    return Response(200, {
+        "id": str(result.id), "text": result.text, "provider": result.provider,
+        "model": result.model, "fallback": result.fallback,
+        "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
+                  "total_tokens": result.input_tokens + result.output_tokens},
+        "cost_usd": float(result.cost_usd), "quota": result.quota}, headers)
+
+
+def rate_limit_headers(limit: rate_limits.LimitResponse) -> dict[str, str]:
+    return {"X-RateLimit-Limit": str(limit.limit), "X-RateLimit-Remaining": str(limit.remaining),
+            "X-RateLimit-Reset": str(math.ceil(limit.reset))}
+
+
+def rate_limited(exc: rate_limits.RateLimitExceeded) -> RateLimited:
+    """The 429 for an exhausted limit, with Retry-After and the X-RateLimit-* headers."""
+    return RateLimited(exc.message, details=exc.details,
+                       headers={"Retry-After": str(exc.retry_after),
+                                **rate_limit_headers(exc.limit)})
