@@ -53,15 +53,14 @@ class Identity:
         return self.org_external_id is None
 
 
-def authenticate(request) -> Identity:
-    """The Identity of the request's `Authorization: Bearer` Clerk session token.
+def authenticate(token: str | None) -> Identity:
+    """The Identity of a Clerk session token (the edge reads it from `Authorization: Bearer`).
 
     Raises Unauthorized (401) for a missing, malformed, forged, expired or not-yet-valid
     token, or one whose `azp` is not in CLERK_AUTHORIZED_PARTIES (when that is set);
     AuthUnavailable (503) when the JWKS can't be fetched; ConfigError when neither
     CLERK_JWT_KEY nor CLERK_SECRET_KEY is set. No side effects besides the JWKS cache.
     """
-    token = request.bearer_token()
     if not token:
         raise Unauthorized("Missing bearer token")
     return identity_from_claims(verify_session_token(token))

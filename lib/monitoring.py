@@ -100,7 +100,7 @@ SELECT
 
 
 def _summary(window: Window) -> dict:
-    row = db.run(lambda conn: conn.execute(_SUMMARY, {"now": window.now}).fetchone())
+    row = db.fetchone(_SUMMARY, {"now": window.now})
     by_plan = dict.fromkeys(PLANS, 0)
     subscriptions = {**dict.fromkeys(SUBSCRIPTION_STATUSES, 0), "none": 0}
     for group in row["organizations"]:
@@ -187,20 +187,20 @@ def settle(window: Window) -> int:
     """Compute the rollup of every settled day of the window not computed yet. Idempotent and
     safe under concurrent calls (one statement). Returns the number of rollup rows written."""
     params = {"start": window.history_start, "settled": window.settled}
-    return db.run(lambda conn: conn.execute(_SETTLE, params).rowcount)
+    return db.execute(_SETTLE, params)
 
 
 def forget_rollup() -> None:
     """Drop the settled-day rollup, so the next call recomputes it from the raw rows and
     usage_daily. Needed only after history was rewritten (a backfill, `ops seed-demo`)."""
-    db.run(lambda conn: conn.execute("DELETE FROM monitoring_days"))
+    db.execute("DELETE FROM monitoring_days")
 
 
 def _history_rows(window: Window) -> list[dict]:
     settle(window)
     params = {"start": window.history_start, "settled": window.settled, "today": window.today,
               "raw_from": window.raw_from, "now": window.now}
-    return db.run(lambda conn: conn.execute(_HISTORY, params).fetchall())
+    return db.fetchall(_HISTORY, params)
 
 
 def _totals(rows: list[dict]) -> dict:
@@ -285,7 +285,7 @@ def _rate(part: int, whole: int) -> Fraction | None:
 def _live(window: Window) -> dict[str, dict]:
     params = {"now": window.now, "hour_ago": window.now - timedelta(hours=1),
               "day_ago": window.now - timedelta(hours=24), "skipped": list(OPENAI_SKIPPED)}
-    row = db.run(lambda conn: conn.execute(_LIVE, params).fetchone())
+    row = db.fetchone(_LIVE, params)
     out = {}
     for name in ("1h", "24h"):
         requests, p95 = row[f"requests_{name}"], row[f"p95_latency_ms_{name}"]

@@ -12,16 +12,6 @@ from tests.support.tokens import (AZP, OTHER_PRIVATE_PEM, PUBLIC_PEM, claims, mi
 pytestmark = pytest.mark.pure  # tokens and a fake Clerk, no Postgres, no Redis
 
 
-class _Request:
-    """What authenticate() reads from lib.http.Request: the bearer token."""
-
-    def __init__(self, token):
-        self.token = token
-
-    def bearer_token(self):
-        return self.token
-
-
 @pytest.fixture
 def pem_key(monkeypatch):
     monkeypatch.setenv("CLERK_JWT_KEY", PUBLIC_PEM)
@@ -41,30 +31,30 @@ def clerk(monkeypatch):
 
 def test_v2_token_gives_user_org_email_and_role(pem_key):
     token = mint_token("user_1", org_id="org_9", role="admin", email="a@example.com")
-    identity = auth.authenticate(_Request(token))
+    identity = auth.authenticate(token)
     assert identity == auth.Identity("user_1", "org_9", "a@example.com", "ADMIN", "sess_user_1")
     assert identity.tenant_external_id == "org_9" and not identity.is_personal
 
 
 def test_v1_token_reads_org_id_claim(pem_key):
     token = mint_token("user_1", org_id="org_v1", version=1)
-    assert auth.authenticate(_Request(token)).org_external_id == "org_v1"
+    assert auth.authenticate(token).org_external_id == "org_v1"
 
 
 def test_no_org_means_personal_tenant_and_member_role(pem_key):
-    identity = auth.authenticate(_Request(mint_token("user_2")))
+    identity = auth.authenticate(mint_token("user_2"))
     assert identity.org_external_id is None and identity.role == "MEMBER"
     assert identity.tenant_external_id == "user_2" and identity.is_personal
 
 
 def test_unknown_role_falls_back_to_member(pem_key):
-    assert auth.authenticate(_Request(mint_token("u", role="superuser"))).role == "MEMBER"
+    assert auth.authenticate(mint_token("u", role="superuser")).role == "MEMBER"
 
 
 def test_pem_with_escaped_newlines_works(monkeypatch):
     monkeypatch.setenv("CLERK_JWT_KEY", PUBLIC_PEM.replace("\n", "\\n"))
     config.reload()
-    assert auth.authenticate(_Request(mint_token("u"))).user_id == "u"
+    assert auth.authenticate(mint_token("u")).user_id == "u"
 
 
 FORGERIES = {
@@ -82,7 +72,7 @@ FORGERIES = {
 @pytest.mark.parametrize("name", FORGERIES)
 def test_forged_or_invalid_tokens_are_unauthorized(pem_key, name):
     with pytest.raises(errors.Unauthorized):
-        auth.authenticate(_Request(FORGERIES[name]()))
+        auth.authenticate(FORGERIES[name]())
 
 
 def test_hs256_with_public_key_is_refused_even_though_pyjwt_could_be_asked(pem_key):
@@ -104,42 +94,42 @@ def test_hs256_with_public_key_is_refused_even_though_pyjwt_could_be_asked(pem_k
 
 def test_missing_bearer_is_unauthorized(pem_key):
     with pytest.raises(errors.Unauthorized):
-        auth.authenticate(_Request(None))
+        auth.authenticate(None)
 
 
 def test_small_clock_skew_is_tolerated(pem_key):
     token = mint_token("u", exp=int(time.time()) - 2, nbf=int(time.time()) + 2)
-    assert auth.authenticate(_Request(token)).user_id == "u"
+    assert auth.authenticate(token).user_id == "u"
 
 
 def test_authorized_parties_accept_listed_azp_and_refuse_others(pem_key, monkeypatch):
     monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", f"https://app.example.com, {AZP}")
     config.reload()
-    assert auth.authenticate(_Request(mint_token("u"))).user_id == "u"
+    assert auth.authenticate(mint_token("u")).user_id == "u"
     for azp in ("https://evil.example.com", None):
         with pytest.raises(errors.Unauthorized):
-            auth.authenticate(_Request(mint_token("u", azp=azp)))
+            auth.authenticate(mint_token("u", azp=azp))
 
 
 def test_jwks_is_fetched_once_per_process_and_reused(clerk):
     config.reload()  # a fresh JWKS cache
     for _ in range(3):
-        assert auth.authenticate(_Request(mint_token("u"))).user_id == "u"
+        assert auth.authenticate(mint_token("u")).user_id == "u"
     assert clerk.fetches == 1
 
 
 def test_jwks_refuses_a_token_signed_by_another_key(clerk):
     config.reload()  # a fresh JWKS cache
     with pytest.raises(errors.Unauthorized):
-        auth.authenticate(_Request(mint_token("u", key=OTHER_PRIVATE_PEM)))
+        auth.authenticate(mint_token("u", key=OTHER_PRIVATE_PEM))
 
 
 def test_unknown_kid_refetches_at_most_once_per_minute(clerk):
     config.reload()  # a fresh JWKS cache
-    auth.authenticate(_Request(mint_token("u")))
+    auth.authenticate(mint_token("u"))
     for _ in range(5):
         with pytest.raises(errors.Unauthorized):
-            auth.authenticate(_Request(mint_token("u", headers={"kid": "ins_unknown"})))
+            auth.authenticate(mint_token("u", headers={"kid": "ins_unknown"}))
     assert clerk.fetches == 1
 
 
@@ -147,7 +137,7 @@ def test_unreachable_jwks_is_auth_unavailable(clerk):
     config.reload()  # a fresh JWKS cache
     clerk.status = 500
     with pytest.raises(errors.AuthUnavailable):
-        auth.authenticate(_Request(mint_token("u")))
+        auth.authenticate(mint_token("u"))
 
 
 def test_no_key_configured_is_a_config_error(monkeypatch):
@@ -155,11 +145,11 @@ def test_no_key_configured_is_a_config_error(monkeypatch):
     monkeypatch.setenv("CLERK_SECRET_KEY", "")
     config.reload()
     with pytest.raises(errors.ConfigError):
-        auth.authenticate(_Request(mint_token("u")))
+        auth.authenticate(mint_token("u"))
 
 
 def test_require_role(pem_key):
-    owner = auth.authenticate(_Request(mint_token("u", role="OWNER")))
+    owner = auth.authenticate(mint_token("u", role="OWNER"))
     auth.require_role(owner, "OWNER")
     with pytest.raises(errors.Forbidden):
-        auth.require_role(auth.authenticate(_Request(mint_token("u"))), "OWNER", "ADMIN")
+        auth.require_role(auth.authenticate(mint_token("u")), "OWNER", "ADMIN")

@@ -41,7 +41,7 @@ def apply_event(event: ev.Event) -> str:
     Raises InvalidEvent (400) for a payload that is not the shape its type promises.
     """
     detail = ev.details(event)  # parse before touching the database
-    if db.run(lambda conn: conn.execute(_RECORDED, (event.id,)).fetchone()):
+    if db.fetchone(_RECORDED, (event.id,)):
         return DUPLICATE  # fast path only; the INSERT below is what guarantees once
     outcome, organization_id = db.run(lambda conn: _apply_once(conn, event, detail))
     fields = {"event_id": event.id, "type": event.type, "outcome": outcome,

@@ -91,7 +91,7 @@ TABLES = (*_SIMPLE, "generations")
 
 
 def _count(sql: str, params: dict) -> int:
-    return db.run(lambda conn: conn.execute(sql, params).fetchone()["n"])
+    return db.fetchone(sql, params)["n"]
 
 
 def _delete_batch(sql: str, params: dict) -> int:

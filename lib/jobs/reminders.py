@@ -105,11 +105,11 @@ def _plain_address(email: str) -> str | None:
 
 
 def _claim(user_id: str, week: str) -> bool:
-    return db.run(lambda conn: conn.execute(_CLAIM, (user_id, week)).fetchone()) is not None
+    return db.fetchone(_CLAIM, (user_id, week)) is not None
 
 
 def _settle(user_id: str, week: str, status: str, error: str | None) -> None:
-    db.run(lambda conn: conn.execute(_SETTLE, (status, error, status, user_id, week)))
+    db.execute(_SETTLE, (status, error, status, user_id, week))
 
 
 def send_weekly_reminders(budget: cron.Budget, now: datetime | None = None) -> dict:
@@ -124,15 +124,15 @@ def send_weekly_reminders(budget: cron.Budget, now: datetime | None = None) -> d
     cfg, now = settings(), now or datetime.now(timezone.utc)
     week = iso_week(now)
     params = {"now": now, "week": week, "inactive_days": INACTIVE_DAYS}
-    skipped = db.run(lambda conn: conn.execute(_ALREADY_REMINDED, params).fetchone()["n"])
+    skipped = db.fetchone(_ALREADY_REMINDED, params)["n"]
     counts = {"sent": 0, "skipped": skipped, "failed": 0}
     if not cfg.smtp_url or not cfg.email_from:
         return {"email": "not configured", **counts, "complete": False}
     after, complete = "", True
     with Mailer(cfg.smtp_url, parseaddr(cfg.email_from)[1]) as mailer:
         while complete:
-            page = db.run(lambda conn: conn.execute(
-                _RECIPIENTS, {**params, "after": after, "limit": PAGE_SIZE}).fetchall())
+            page = db.fetchall(
+                _RECIPIENTS, {**params, "after": after, "limit": PAGE_SIZE})
             if not page:
                 break
             usage = db.run(lambda conn: quota.used_this_month(
@@ -170,9 +170,9 @@ def _deliver(mailer: Mailer, recipient: dict, used: int, week: str, now: datetim
         return "unreachable" if exc.unreachable else "failed"
     except DeliveryUnknown as exc:
         error = f"outcome unknown ({exc}); not retried"
-        db.run(lambda conn: conn.execute(
+        db.execute(
             "UPDATE reminder_deliveries SET error = %s WHERE user_id = %s AND iso_week = %s",
-            (error, user_id, week)))
+            (error, user_id, week))
         log("reminder_outcome_unknown", level="warning", user_id=user_id)
         return "failed"
     _settle(user_id, week, "sent", None)

@@ -78,9 +78,9 @@ def opt_out_with_token(token: str) -> str:
     malformed token, NotFound when the user no longer exists.
     """
     user_id = verify_unsubscribe_token(token)
-    row = db.run(lambda conn: conn.execute(
+    row = db.fetchone(
         "UPDATE users SET reminders_opt_out = true, updated_at = now() WHERE id = %s RETURNING id",
-        (user_id,)).fetchone())
+        (user_id,))
     if row is None:
         raise errors.NotFound("No such user")
     return user_id

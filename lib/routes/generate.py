@@ -18,7 +18,7 @@ from lib.http import Request, Response
 def post(request: Request) -> Response:
     identity, auth_error = None, None
     try:
-        identity = auth.authenticate(request)
+        identity = auth.authenticate(request.bearer_token())
     except AppError as exc:
         auth_error = exc
     try:

@@ -25,5 +25,5 @@ def parse_days(query: dict[str, str]) -> int:
 
 
 def monitoring(request: Request) -> dict:
-    require_role(authenticate(request), "OWNER")
+    require_role(authenticate(request.bearer_token()), "OWNER")
     return dashboard(PLATFORM, parse_days(request.query))
