@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from lib.jobs import SCHEDULES, path
+
 ROOT = Path(__file__).resolve().parent.parent
 VERCEL_JSON = ROOT / "vercel.json"
 
@@ -25,6 +27,7 @@ MAX_DURATION_S = {
     "api/webhooks/stripe.py": 30,
     "api/cron/weekly-reminders.py": 60,
     "api/cron/purge.py": 60,
+    "api/cron/alerts.py": 60,
     "api/admin/monitoring.py": 30,
 }
 
@@ -34,10 +37,8 @@ EXCLUDE_FILES = (".venv/**", "node_modules/**", ".data/**", "devtools/**", "ops/
                  "package-lock.json", "requirements-dev.txt", "pytest.ini", "ruff.toml", "mypy.ini",
                  ".gitignore")
 
-CRONS = (
-    {"path": "/api/cron/weekly-reminders", "schedule": "0 9-11 * * 1"},
-    {"path": "/api/cron/purge", "schedule": "0 3 * * *"},
-)
+# The schedules are lib.jobs.SCHEDULES: the alerts job and Sentry's monitors read them there.
+CRONS = tuple({"path": path(name), "schedule": schedule} for name, schedule in SCHEDULES.items())
 
 
 def config() -> dict:

@@ -177,6 +177,7 @@ _INFRA, _AUTH, _PLANS, _LLM, _BILLING, _CRONS = (
     "infrastructure", "auth (Clerk)", "plans, quotas, protection", "LLM providers",
     "billing (Stripe)", "crons and email")
 _MICRO = 0.000001  # "more than zero" as an inclusive bound
+_ALERTS = "alerts"
 
 VARS: tuple[Var, ...] = (
     Var("DATABASE_URL", "database_url", _INFRA, "Neon pooled connection string; unset locally = "
@@ -267,6 +268,14 @@ VARS: tuple[Var, ...] = (
         "short transaction)", integer, "5000", 1, 100_000),
     Var("UNSUBSCRIBE_SECRET", "unsubscribe_secret", _CRONS, "signs unsubscribe links; unset = "
         "derived from CRON_SECRET", secret=True),
+
+    Var("ALERT_WEBHOOK_URL", "alert_webhook_url", _ALERTS, "alerts POST here (Slack-compatible "
+        "JSON); a Slack webhook URL is a credential", url, secret=True,
+        unset="alerts are not posted to a webhook"),
+    Var("ALERT_EMAIL", "alert_email", _ALERTS, "alerts are emailed here (through SMTP_URL)",
+        unset="alerts are not emailed"),
+    Var("ALERT_RENOTIFY_H", "alert_renotify_h", _ALERTS, "hours between reminders while an "
+        "alert stays critical", number, "6", 0.01, 24 * 30),
 )
 BY_NAME = {var.name: var for var in VARS}
 
@@ -320,6 +329,10 @@ class Settings:
     # LLM circuit breaker (issue 3): skip the primary after N consecutive failures
     circuit_breaker_threshold: int
     circuit_breaker_cooldown_s: int
+    # alerts (issue 14)
+    alert_webhook_url: str | None
+    alert_email: str | None
+    alert_renotify_h: float
 
     def __repr__(self) -> str:
         shown = []

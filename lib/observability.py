@@ -68,3 +68,63 @@ def report(exc: BaseException, **tags) -> None:
         sdk.flush(timeout=2)
     except Exception as failure:  # noqa: BLE001 - reporting must never break the response
         log("sentry_failed", level="warning", error_class=type(failure).__name__)
+
+
+# --- cron monitors and alert messages (issue 14) ----------------------------------------------
+
+_MESSAGE_LEVELS = {"critical": "error", "warning": "warning", "ok": "info"}
+
+
+def checkin(monitor: str, status: str, *, schedule: str | None = None,
+            checkin_id: str | None = None, duration_s: float | None = None) -> str | None:
+    """Send one Sentry cron check-in ("in_progress", "ok" or "error") for `monitor`, upserting
+    the monitor with `schedule` (UTC crontab) so Sentry itself flags a run that never happened.
+    Returns the check-in id to pass with the final status; None when Sentry is off. A final
+    status is flushed before returning (the function may be frozen right after). Never raises."""
+    try:
+        sdk = _sentry()
+        if sdk is None:
+            return None
+        from sentry_sdk.crons import capture_checkin
+
+        config = None
+        if schedule:
+            # checkin_margin: Vercel's scheduler may start a run some minutes late.
+            config = {"schedule": {"type": "crontab", "value": schedule}, "timezone": "UTC",
+                      "checkin_margin": 15, "max_runtime": 15}
+        found = capture_checkin(monitor_slug=monitor, check_in_id=checkin_id, status=status,
+                                duration=duration_s, monitor_config=config)
+        if status != "in_progress":
+            sdk.flush(timeout=2)
+        return found
+    except Exception as failure:  # noqa: BLE001 - monitoring must never break the run
+        log("sentry_failed", level="warning", error_class=type(failure).__name__)
+        return None
+
+
+def capture_alert(text: str, level: str, **tags) -> bool:
+    """Send an alert notice to Sentry as a message at the alert's level (critical -> error,
+    warning, ok -> info), grouped per metric and level, and wait for delivery. True when
+    Sentry took it (as far as the SDK can tell); False when Sentry is off or failed."""
+    try:
+        sdk = _sentry()
+        if sdk is None:
+            return False
+        with sdk.new_scope() as scope:
+            for key, value in tags.items():
+                scope.set_tag(key, value)
+            scope.fingerprint = ["alert", str(tags.get("metric")), level]
+            sent = sdk.capture_message(text, level=_MESSAGE_LEVELS.get(level, "info"))
+        sdk.flush(timeout=2)
+        return sent is not None
+    except Exception as failure:  # noqa: BLE001 - reporting must never break the run
+        log("sentry_failed", level="warning", error_class=type(failure).__name__)
+        return False
+
+
+def sentry_enabled() -> bool:
+    """Whether error reports (and alert messages) go to Sentry."""
+    try:
+        return _sentry() is not None
+    except Exception:  # noqa: BLE001 - a broken SDK means "not enabled"
+        return False
