@@ -45,18 +45,25 @@ def level(threshold: Threshold, value: Fraction | int | float | None) -> str | N
     return None
 
 
-def evaluate(values: dict[str, Fraction | int | float | None], window: str) -> list[dict]:
-    """One `{"metric", "value", "level", "threshold", "window"}` per metric above a threshold,
-    critical ones first. `values` maps metric names of THRESHOLDS to their current value
-    (missing or None = no data, never an alert). Pure: no I/O."""
+def evaluate(values: dict[str, Fraction | int | float | None], window: str,
+             states: dict[str, dict] | None = None) -> list[dict]:
+    """One `{"metric", "value", "level", "threshold", "window", "since"}` per metric above a
+    threshold, critical ones first. `values` maps metric names of THRESHOLDS to their current
+    value (missing or None = no data, never an alert). `states` is the alerts cron's record
+    (`{metric: {"level", "since"}}`, lib.jobs.alerts): `since` is when the metric entered its
+    level, or None while the cron hasn't seen that level yet. Pure: no I/O."""
+    states = states or {}
     alerts = []
     for threshold in THRESHOLDS:
         value = values.get(threshold.metric)
         found = level(threshold, value)
         if found:
             limit = threshold.critical if found == "critical" else threshold.warning
+            state = states.get(threshold.metric) or {}
+            since = state.get("since") if state.get("level") == found else None
             alerts.append({"metric": threshold.metric, "value": _plain(value), "level": found,
-                           "threshold": _plain(limit), "unit": threshold.unit, "window": window})
+                           "threshold": _plain(limit), "unit": threshold.unit, "window": window,
+                           "since": since})
     return sorted(alerts, key=lambda alert: alert["level"] != "critical")
 
 

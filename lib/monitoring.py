@@ -95,7 +95,9 @@ SELECT
     (SELECT coalesce(json_agg(c), '[]') FROM (
         SELECT DISTINCT ON (job) job, started_at, finished_at, status, complete, counts,
                left(error, 300) AS error
-        FROM cron_runs ORDER BY job, started_at DESC) c) AS crons
+        FROM cron_runs ORDER BY job, started_at DESC) c) AS crons,
+    (SELECT coalesce(json_object_agg(metric, json_build_object('level', level, 'since', since)),
+                     '{}') FROM alert_state) AS alert_states
 """
 
 
@@ -119,6 +121,7 @@ def _summary(window: Window) -> dict:
                           "trials_ending_7d": row["trials_ending_7d"]},
         "blocked_last_hour": row["blocked_last_hour"],
         "crons": crons,
+        "alert_states": row["alert_states"],
     }
 
 
@@ -371,5 +374,5 @@ def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | N
         "tokens": tokens,
         "llm": {name: _public(live[name]) for name in ("1h", "24h")},
         "crons": summary["crons"],
-        "alerts": alerts.evaluate(current, window="1h"),
+        "alerts": alerts.evaluate(current, window="1h", states=summary["alert_states"]),
     }

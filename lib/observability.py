@@ -93,7 +93,8 @@ def checkin(monitor: str, status: str, *, schedule: str | None = None,
             config = {"schedule": {"type": "crontab", "value": schedule}, "timezone": "UTC",
                       "checkin_margin": 15, "max_runtime": 15}
         found = capture_checkin(monitor_slug=monitor, check_in_id=checkin_id, status=status,
-                                duration=duration_s, monitor_config=config)
+                                duration=duration_s,
+                                monitor_config=config)  # type: ignore[arg-type]  # a TypedDict
         if status != "in_progress":
             sdk.flush(timeout=2)
         return found

@@ -6,6 +6,7 @@
     python -m ops cron NAME          # fire a cron as the Vercel scheduler does (GET + Bearer)
     python -m ops stripe-trigger TYPE [--url URL] [--secret S] [--org ORG]   # signed test event
     python -m ops doctor             # check every setting, Postgres and Redis
+    python -m ops alerts [test]      # the alerts' state; a test notice to every channel
     python -m ops --env-file .env.production.local health --url https://...
 
 Every command has --help. Exit codes: 0 success, 1 the operation failed, 2 bad usage.
@@ -19,13 +20,13 @@ from pathlib import Path
 from lib import config
 from lib.errors import AppError, ConfigError
 from lib.migrate import MigrationError
-from ops import (cron, doctor, envfile, health, ip_blocks, maintenance, migrate, monitoring,
-                 stripe_events)
+from ops import (alerts, cron, doctor, envfile, health, ip_blocks, maintenance, migrate,
+                 monitoring, stripe_events)
 from ops import dev_token, seed_demo  # dev-only: they import devtools inside run()
 
 # One module per command group under ops/, each registering its subcommands the same way.
 _GROUPS = (migrate, cron, stripe_events, doctor, health, monitoring, ip_blocks, maintenance,
-           dev_token, seed_demo)
+           dev_token, seed_demo, alerts)
 
 
 def parser() -> argparse.ArgumentParser:

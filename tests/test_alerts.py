@@ -69,9 +69,9 @@ def test_an_alert_carries_metric_value_level_threshold_and_window(conn, org):
     payload = monitoring.dashboard(now=NOW)
     assert payload["alerts"] == [
         {"metric": "error_rate", "value": 0.1, "level": "critical", "threshold": 0.05,
-         "unit": "ratio", "window": "1h"},
+         "unit": "ratio", "window": "1h", "since": None},
         {"metric": "openai_error_rate", "value": 0.1, "level": "warning", "threshold": 0.05,
-         "unit": "ratio", "window": "1h"}]
+         "unit": "ratio", "window": "1h", "since": None}]
 
 
 def test_rows_older_than_an_hour_do_not_alert(conn, org):

@@ -1,4 +1,4 @@
-"""What both cron routes share (lib.jobs.cron): CRON_SECRET auth, one run at a time, cron_runs."""
+"""What every cron route shares (lib.jobs.cron): CRON_SECRET auth, one run at a time, cron_runs."""
 
 import json
 import threading
@@ -12,7 +12,8 @@ from tests.support.crons import SECRET, fire
 from devtools.serve import serve_through_vercel_runtime
 
 ROUTES = {"api/cron/weekly-reminders.py": "/api/cron/weekly-reminders",
-          "api/cron/purge.py": "/api/cron/purge"}
+          "api/cron/purge.py": "/api/cron/purge",
+          "api/cron/alerts.py": "/api/cron/alerts"}
 
 
 @pytest.fixture(params=list(ROUTES))
@@ -164,7 +165,7 @@ def test_budget_always_allows_one_unit_of_work_then_stops():
     assert all(roomy.keep_going() for _ in range(3))
 
 
-def test_vercel_json_declares_both_crons_with_a_max_duration_above_the_budget():
+def test_vercel_json_declares_every_cron_with_a_max_duration_above_the_budget():
     from devtools.services import ROOT
 
     config_file = json.loads((ROOT / "vercel.json").read_text())

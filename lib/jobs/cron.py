@@ -16,7 +16,8 @@ from psycopg.types.json import Jsonb
 
 from lib import db
 from lib.config import settings
-from lib.observability import log
+from lib.jobs import SCHEDULES
+from lib.observability import checkin, log
 
 _LOCK_CLASS = 0x63726F6E  # "cron": the first key of every cron job's advisory lock
 # Longer than any Vercel function can live (800 s), so only a lost holder is ever cut off.
@@ -78,6 +79,7 @@ def run_exclusively(job: str, work: Callable[[Budget], dict]) -> dict:
     calling `work` when a run is in progress. An exception from `work` is recorded and
     re-raised (what it had already committed stays committed; jobs are written to resume).
     """
+    work = _monitored(job, work)
     with db.connection() as lock_conn, lock_conn.transaction():
         lock_conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, true)",
                           (str(_LOCK_HOLD_LIMIT_MS),))
@@ -101,3 +103,22 @@ def run_exclusively(job: str, work: Callable[[Budget], dict]) -> dict:
         log("cron_run", job=job, status="succeeded", duration_ms=round((time.monotonic() - started) * 1000, 1),
             **result)
         return {"job": job, **result}
+
+
+def _monitored(job: str, work: Callable[[Budget], dict]) -> Callable[[Budget], dict]:
+    """`work` wrapped in Sentry cron check-ins (in_progress, then ok or error) on the job's
+    monitor, scheduled as lib.jobs.SCHEDULES says: Sentry then flags a run that never came.
+    A run skipped for the lock checks in nothing (the running one speaks for the job)."""
+    def checked_in(budget: Budget) -> dict:
+        schedule, started = SCHEDULES.get(job), time.monotonic()
+        checkin_id = checkin(job, "in_progress", schedule=schedule)
+        try:
+            result = work(budget)
+        except BaseException:
+            checkin(job, "error", schedule=schedule, checkin_id=checkin_id,
+                    duration_s=time.monotonic() - started)
+            raise
+        checkin(job, "ok", schedule=schedule, checkin_id=checkin_id,
+                duration_s=time.monotonic() - started)
+        return result
+    return checked_in
