@@ -108,6 +108,10 @@ def test_error_rate_crossing_5_percent_sends_exactly_one_critical_notice(url, we
     assert "level: critical" in mails[0].part("plain")
     row = state(sql, "error_rate")
     assert row["level"] == "critical" and row["pending"] == [] and row["notified_at"] is not None
+    # Metrics the dashboard doesn't report (yet) are skipped, not recorded as ok.
+    metrics = {metric for (metric,) in sql("SELECT metric FROM alert_state")}
+    assert metrics == {"error_rate", "p95_latency_ms", "blocked_ips_per_hour", "openai_error_rate",
+                       "cron:purge", "cron:weekly-reminders", "database", "redis"}
 
 
 def test_a_level_that_holds_sends_nothing_until_the_renotify_time(url, webhook, smtp, conn, org,
@@ -153,7 +157,7 @@ def test_recovery_sends_one_ok_notice_and_escalation_one_each(url, webhook, conn
 
 
 def test_a_cron_that_missed_its_schedule_alerts_critical_and_a_failed_run_warns(url, webhook,
-                                                                                conn, sql):
+                                                                                smtp, conn, sql):
     now = datetime.now(timezone.utc)
     data.cron_run(conn, "purge", now - timedelta(days=3))  # daily: two runs missed
     data.cron_run(conn, "weekly-reminders", now - timedelta(minutes=30), "failed",
@@ -163,6 +167,8 @@ def test_a_cron_that_missed_its_schedule_alerts_critical_and_a_failed_run_warns(
     purge = webhook.about("cron:purge")
     assert len(purge) == 1 and purge[0]["level"] == "critical"
     assert "has not succeeded since its run due at" in purge[0]["text"]
+    subjects = sorted(m.message["Subject"] for m in smtp.to(ALERT_EMAIL))
+    assert subjects == ["[CRITICAL] cron:purge", "[WARNING] cron:weekly-reminders"]
     weekly = webhook.about("cron:weekly-reminders")
     assert len(weekly) == 1 and weekly[0]["level"] == "warning"
     assert "DatabaseUnavailable" in weekly[0]["text"]

@@ -51,7 +51,8 @@ OPTIONAL_METRICS = ("provider_misconfigured", "billing_conflicts")
 GRACE = timedelta(hours=1)
 # A 'running' row older than this was cut off (the cron lock's own hold limit).
 RUN_LIMIT = timedelta(minutes=15)
-CLAIM = timedelta(minutes=2)  # longer than one notice can take on every channel
+_EARLY = timedelta(minutes=1)  # a run started a little before its fire time still counts
+CLAIM = timedelta(minutes=2)  # far longer than one notice takes on every channel (~20 s)
 WEBHOOK_TIMEOUT_S = 5.0
 DATABASE_DOWN_KEY = "alerts:database-down"
 _LEVELS = ("ok", "warning", "critical")
@@ -84,12 +85,21 @@ def _shown(value, unit: str) -> str:
     return f"{float(value):g} ms" if unit == "ms" else f"{value}"
 
 
-def _present(payload, name: str) -> bool:
+_MISSING = object()
+
+
+def _find(payload, name: str):
+    """The value of the first key `name` anywhere in the payload, else _MISSING."""
     if isinstance(payload, dict):
-        return name in payload or any(_present(v, name) for v in payload.values())
+        if name in payload:
+            return payload[name]
+        payload = list(payload.values())
     if isinstance(payload, list):
-        return any(_present(v, name) for v in payload)
-    return False
+        for item in payload:
+            found = _find(item, name)
+            if found is not _MISSING:
+                return found
+    return _MISSING
 
 
 def threshold_readings(now: datetime) -> list[Reading]:
@@ -101,7 +111,9 @@ def threshold_readings(now: datetime) -> list[Reading]:
               "openai_error_rate": hour["openai_error_rate"],
               "blocked_ips_per_hour": payload["blocked_ips"].get("last_hour")}
     known = {t.metric: t for t in alerts.THRESHOLDS}
-    names = list(known) + [m for m in OPTIONAL_METRICS if m in found or _present(payload, m)]
+    reported = {m: _find(payload, m) for m in OPTIONAL_METRICS}
+    names = list(known) + [m for m in OPTIONAL_METRICS
+                           if m in found or reported[m] is not _MISSING]
     names += [m for m in found if m not in names]
     readings = []
     for name in names:
@@ -110,7 +122,8 @@ def threshold_readings(now: datetime) -> list[Reading]:
         if alert:
             value, limit, level = alert["value"], alert["threshold"], alert["level"]
         else:
-            value, level = values.get(name), "ok"
+            value, level = values.get(name, reported.get(name)), "ok"
+            value = value if isinstance(value, (int, float, str, type(None))) else None
             limit = _plain(threshold.warning) if threshold else None
         detail = f"{name} is {_shown(value, unit)} over the last hour"
         if limit is not None:
@@ -141,7 +154,7 @@ def cron_readings(now: datetime) -> list[Reading]:
         due = Schedule(SCHEDULES[job]).previous(now - GRACE)
         watched_from = row["first_seen"] or now  # never alert on runs before we watched
         success = timestamp(last_success) if last_success else None
-        if (last_success or watched_from) < due:
+        if (last_success or watched_from) < due - _EARLY:
             level = "critical"
             detail = (f"cron {job} has not succeeded since its run due at {timestamp(due)} "
                       f"(last success: {success or 'never'})")
@@ -207,9 +220,16 @@ ON CONFLICT (metric) DO UPDATE SET
 _REMINDER = ("(s.level = 'critical' AND EXCLUDED.level = 'critical' AND s.pending = '{}' "
              "AND s.queued_at < %(now)s - %(renotify)s)")
 
+_QUEUED = """
+SELECT metric FROM alert_state
+WHERE pending <> '{}' AND (claimed_until IS NULL OR claimed_until < now())
+ORDER BY level = 'critical' DESC, metric
+"""
+# One notice at a time, just before it is sent: the claim only has to outlive one notice.
 _CLAIM = """
 UPDATE alert_state SET claimed_until = now() + %(claim)s, claim = %(token)s
-WHERE pending <> '{}' AND (claimed_until IS NULL OR claimed_until < now())
+WHERE metric = %(metric)s AND pending <> '{}'
+  AND (claimed_until IS NULL OR claimed_until < now())
 RETURNING metric, level, since, value, threshold, detail, notice, queued_at, pending
 """
 # The notice may have been replaced while we sent (a run after our claim expired): then only
@@ -296,7 +316,7 @@ def compose(row: dict) -> dict:
     else:
         headline = f"[{level.upper()}] {row['metric']}"
     text = f"{headline}: {row['detail']} (since {since_text}). Dashboard: {dashboard_url()}"
-    return {"text": text, "metric": row["metric"], "value": row["value"],
+    return {"text": text, "title": headline, "metric": row["metric"], "value": row["value"],
             "threshold": row["threshold"], "level": level, "since": since_text,
             "notice": notice, "dashboard_url": dashboard_url()}
 
@@ -355,7 +375,7 @@ class Delivery:
         if self._mailer is None:
             self._mailer = Mailer(cfg.smtp_url, parseaddr(cfg.email_from)[1])
         message = EmailMessage()
-        message["Subject"] = notice["text"].split(":", 1)[0][:150]
+        message["Subject"] = notice["title"][:150]
         message["From"] = cfg.email_from
         message["To"] = cfg.alert_email
         fields = "\n".join(f"{key}: {json.dumps(notice[key]) if key in ('value', 'threshold') else notice[key]}"
@@ -380,30 +400,35 @@ class Delivery:
 
 
 def send_pending(budget: cron.Budget) -> dict:
-    """Claim every queued notice and send it to the channels it still has to reach. Returns
-    {"notices": claimed, "delivered": channel deliveries, "failed": channel failures}."""
+    """Send every queued notice (critical ones first, while the budget lasts) to the channels
+    it still has to reach, each claimed just before it is sent. Returns {"notices": sent,
+    "delivered": channel deliveries, "failed": channel failures}."""
     token = str(uuid.uuid4())
-    claimed = db.fetchall(_CLAIM, {"claim": CLAIM, "token": token})
     configured = set(configured_channels())
-    counts = {"notices": len(claimed), "delivered": 0, "failed": 0}
+    counts = {"notices": 0, "delivered": 0, "failed": 0}
     with Delivery() as delivery:
-        for row in claimed:
+        for queued in db.fetchall(_QUEUED):
+            if not budget.keep_going():
+                break  # still queued: the next run sends it
+            row = db.fetchone(_CLAIM, {"claim": CLAIM, "token": token, "metric": queued["metric"]})
+            if row is None:  # another run took it meanwhile
+                continue
+            counts["notices"] += 1
             done, errors = [], []
-            if budget.keep_going():
-                notice = compose(row)
-                for channel in row["pending"]:
-                    if channel not in configured:  # unset since it was queued
-                        done.append(channel)
-                        continue
-                    error = delivery.send(channel, notice)
-                    if error is None:
-                        done.append(channel)
-                        counts["delivered"] += 1
-                    else:
-                        errors.append(f"{channel}: {error}"[:300])
-                        counts["failed"] += 1
-                log("alert_notice", metric=row["metric"], level=row["level"], notice=row["notice"],
-                    delivered=done, failed=len(errors))
+            notice = compose(row)
+            for channel in row["pending"]:
+                if channel not in configured:  # unset since it was queued
+                    done.append(channel)
+                    continue
+                error = delivery.send(channel, notice)
+                if error is None:
+                    done.append(channel)
+                    counts["delivered"] += 1
+                else:
+                    errors.append(f"{channel}: {error}"[:300])
+                    counts["failed"] += 1
+            log("alert_notice", metric=row["metric"], level=row["level"], notice=row["notice"],
+                delivered=done, failed=len(errors))
             db.execute(_SETTLE, {"metric": row["metric"], "token": token,
                                  "queued_at": row["queued_at"], "done": done,
                                  "delivered": any(c in configured for c in done),
