@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from lib.config import PLANS
-from lib.jobs import PURGE, WEEKLY_REMINDERS
+from lib.jobs import ALERTS, PURGE, WEEKLY_REMINDERS
 
 PREFIX = "demo_"
 # USD per 1M tokens (input, output): rough public list prices, for plausible costs only.
@@ -155,6 +155,14 @@ def seed(conn, *, organizations: int = 40, generations: int = 20_000, days: int 
                      "failed" if failed else "succeeded", not failed, json.dumps(counts),
                      "DatabaseUnavailable" if failed else None))
                 result.cron_runs += 1
+        for back in range(6):  # the alerts cron, every 10 minutes: its last hour
+            started = now - timedelta(minutes=10 * back + 2)
+            conn.execute(
+                "INSERT INTO cron_runs (job, started_at, finished_at, status, complete, counts)"
+                " VALUES (%s, %s, %s, 'succeeded', true, %s::jsonb)",
+                (ALERTS, started, started + timedelta(seconds=rng.uniform(0.2, 2)),
+                 json.dumps({"evaluated": 8, "notices": 0, "demo": True})))
+            result.cron_runs += 1
 
         for index in range(12):
             ip = f"203.0.113.{10 + index}" if index % 3 else f"2001:db8::{index + 1:x}"
