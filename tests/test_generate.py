@@ -127,6 +127,24 @@ def test_invalid_input_is_400_naming_the_field(stack, sql, body, field):
     assert sql("SELECT count(*) FROM generations") == [(0,)]
 
 
+@pytest.mark.parametrize("content,field", [
+    (b'{"prompt": "hi \\ud800 there"}', "prompt"), (b'{"prompt": "hi\\u0000"}', "prompt"),
+    (b'{"prompt": "\\udfff"}', "prompt"), (b'{"prompt": "hi", "system": "a\\ud83d"}', "system"),
+    (b'{"prompt": "hi", "system": "\\u0000"}', "system"),
+    (b'{"prompt": "hi", "temperature": 1' + b"0" * 400 + b"}", "temperature"),
+    (b'{"prompt": "hi", "temperature": 1e400}', "temperature"),
+])
+def test_text_no_provider_can_take_and_overflowing_numbers_are_400(stack, sql, content, field):
+    # Six of them: five provider-side failures used to open the OpenAI circuit for everyone.
+    for _ in range(6):
+        error = _error(stack.post(content=content, headers={"content-type": "application/json"}),
+                       400, "invalid_request")
+        assert error["field"] == field
+    assert stack.openai.calls == 0 and stack.anthropic.calls == 0
+    assert sql("SELECT count(*) FROM generations") == [(0,)]
+    assert stack.post({"prompt": "a real pair \U0001F600 is fine"}).status_code == 200
+
+
 @pytest.mark.parametrize("content", [b"[1]", b"{bad", b"", b'{"prompt": "hi", "temperature": NaN}'])
 def test_malformed_json_is_400(stack, content):
     assert stack.post(content=content, headers={"content-type": "application/json"}).status_code == 400

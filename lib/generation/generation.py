@@ -15,7 +15,6 @@ Redis trouble fails open (reported, request served, the Postgres quota still hol
 Postgres trouble is a 503 with nothing written. Plain values in and out: no Request here.
 """
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -49,6 +48,19 @@ def _field_error(name: str, message: str) -> BadRequest:
     return BadRequest(f"{name}: {message}", details={"field": name})
 
 
+def _text_error(text: str) -> str | None:
+    """Why `text` can't be sent to a provider, or None: a NUL, or a lone surrogate (valid in
+    JSON's \\uXXXX escapes, not encodable as UTF-8, so the SDKs fail locally; counted as a
+    provider failure, five of them would open the circuit breaker for every tenant)."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogates"
+    return None
+
+
 def parse_generation_request(body: dict) -> GenerationRequest:
     """Validate the JSON body; raises BadRequest naming the offending field. Pure."""
     unknown = sorted(set(body) - _FIELDS)
@@ -62,14 +74,20 @@ def parse_generation_request(body: dict) -> GenerationRequest:
     system = body.get("system")
     if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
         raise _field_error("system", f"must be a string of at most {MAX_SYSTEM_CHARS} characters")
+    for name, text in (("prompt", prompt), ("system", system or "")):
+        problem = _text_error(text)
+        if problem:
+            raise _field_error(name, problem)
     max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or \
             not 1 <= max_tokens <= MAX_TOKENS:
         raise _field_error("max_tokens", f"must be an integer from 1 to {MAX_TOKENS}")
     temperature = body.get("temperature")
     if temperature is not None:
+        # A range check, not math.isfinite: JSON `10**400` parses to a Python int that
+        # isfinite can't convert (OverflowError); the comparisons also refuse NaN and inf.
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
-                not math.isfinite(temperature) or not 0 <= temperature <= 2:
+                not 0 <= temperature <= 2:
             raise _field_error("temperature", "must be a number from 0 to 2")
         temperature = float(temperature)
     return GenerationRequest(prompt, system or None, max_tokens, temperature)
