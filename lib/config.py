@@ -216,7 +216,9 @@ VARS: tuple[Var, ...] = (
     Var("QUOTA_TEAM", "quotas.team", _PLANS, "generations per month on TEAM", integer, "1000"),
     Var("QUOTA_AGENCY", "quotas.agency", _PLANS, "generations per month on AGENCY", integer,
         "5000"),
-    Var("RATE_LIMIT_IP", "rate_limit_ip", _PLANS, "requests/window per client IP", rate, "20/60s"),
+    Var("RATE_LIMIT_IP", "rate_limit_ip", _PLANS,
+        "requests/window per client IP (IPv6: per /64), for requests without a valid token",
+        rate, "20/60s"),
     Var("RATE_LIMIT_USER", "rate_limit_user", _PLANS, "requests/window per user", rate, "10/60s"),
     Var("AUTO_BLOCK_THRESHOLD", "auto_block_threshold", _PLANS, "rate-limited requests that block "
         "an IP", integer, "50", 1),

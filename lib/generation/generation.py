@@ -1,11 +1,11 @@
 """One LLM generation for the caller's organization (served by lib.routes.generate).
 
 The order is cheapest first, and each step runs only if the previous ones passed:
-1. `admit`: one Redis round trip: blocked IP, IP and user rate limits, the OpenAI circuit
-   state; blocked -> 403, IP limit -> 429 (and a strike towards the auto-block), bad token ->
-   401, user limit -> 429. The edge verifies the token (CPU only with CLERK_JWT_KEY) before
-   that round trip so the user's limiter can ride in it; `admit` acts on its verdict only
-   after the IP checks.
+1. `admit`: one Redis round trip: blocked IP, then the one rate limit that applies and the
+   OpenAI circuit state; blocked -> 403; with a valid token, user limit -> 429; without one,
+   IP limit -> 429 (and a strike towards the auto-block), else 401. The edge verifies the
+   token (CPU only with CLERK_JWT_KEY) before that round trip, so the round trip knows
+   which limiter to run.
 2. `parse_generation_request`: the body is validated (400 naming the field);
 3. `generate`: one Postgres statement provisions the caller and reserves a unit of quota
    (402 when the trial ended, the subscription is inactive or the month's quota is used up);
@@ -117,14 +117,15 @@ class Generation:
     quota: dict
 
 
-def _checks(ip: str, user_id: str | None):
-    """Run the batched Redis checks. Fails open: (None, closed breaker) when Redis is down."""
+def _checks(ip: str, user_id: str | None, limit_ip: bool):
+    """Run the batched Redis checks (the circuit breaker only for a caller who can reach the
+    providers). Fails open: (None, closed breaker) when Redis is down."""
     batch = redis.Batch()
-    checks = rate_limits.queue_checks(batch, ip, user_id)
-    breaker = circuit_breaker.queue_read(batch, llm.PRIMARY)
+    checks = rate_limits.queue_checks(batch, ip, user_id, limit_ip=limit_ip)
+    breaker = circuit_breaker.queue_read(batch, llm.PRIMARY) if user_id else None
     try:
         batch.run()
-        return checks(), breaker()
+        return checks(), breaker() if breaker else circuit_breaker.BreakerState(llm.PRIMARY)
     except redis.RedisUnavailable as exc:
         report(exc, component="rate_limits", fail_open=True)
         return None, circuit_breaker.BreakerState(llm.PRIMARY)
@@ -133,18 +134,23 @@ def _checks(ip: str, user_id: str | None):
 def admit(client_ip: str, identity: Identity | None,
           auth_error: AppError | None = None) -> Admission:
     """Step 1 (one Redis round trip). `identity` is the verified caller, or None with
-    `auth_error` saying why not; that verdict is raised only after the IP checks, so an
-    IP over its limit gets its 429 (and strike) whatever token it sends. Raises IpBlocked,
-    RateLimitExceeded (IP, then user) or `auth_error`."""
-    checks, breaker = _checks(client_ip, identity.user_id if identity else None)
+    `auth_error` saying why not. A blocked IP is refused either way. A verified caller is
+    then limited per user only (an office behind one NAT is not one client); a request
+    without a valid token is limited per IP, its rejection is a strike towards the
+    auto-block, and if let through it gets `auth_error`. A 5xx `auth_error` (keys
+    unavailable, misconfiguration) is ours, not the client's: no IP count, no strike.
+    Raises IpBlocked, RateLimitExceeded (user or IP) or `auth_error`."""
+    server_fault = auth_error is not None and auth_error.status >= 500
+    checks, breaker = _checks(client_ip, identity.user_id if identity else None,
+                              limit_ip=not server_fault)
     if checks is not None and checks.blocked:
         raise IpBlocked()
-    if checks is not None and not checks.ip.allowed:
-        rate_limits.record_ip_strike(client_ip)
-        raise rate_limits.rejection(checks.ip, "IP address")
-    if auth_error is not None or identity is None:
+    if identity is None:
+        if checks is not None and checks.ip is not None and not checks.ip.allowed:
+            rate_limits.block_if_struck_out(client_ip, checks.strikes)
+            raise rate_limits.rejection(checks.ip, "IP address")
         raise auth_error or Unauthorized()
-    if checks is not None and not checks.user.allowed:
+    if checks is not None and checks.user is not None and not checks.user.allowed:
         raise rate_limits.rejection(checks.user, "user")
     return Admission(checks.user if checks is not None else None, breaker)
 
