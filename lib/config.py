@@ -208,7 +208,8 @@ VARS: tuple[Var, ...] = (
     Var("CLERK_API_URL", "clerk_api_url", _AUTH, "Clerk's Backend API", base_url,
         "https://api.clerk.com"),
     Var("CLERK_AUTHORIZED_PARTIES", "clerk_authorized_parties", _AUTH, "comma list of allowed "
-        "azp origins", csv),
+        "azp origins (unset in production: authenticated routes refuse every call)", csv,
+        required=("production",)),
 
     Var("TRIAL_DAYS", "trial_days", _PLANS, "length of a new organization's trial", integer, "14",
         0, 365),
