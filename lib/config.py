@@ -210,6 +210,9 @@ VARS: tuple[Var, ...] = (
     Var("CLERK_AUTHORIZED_PARTIES", "clerk_authorized_parties", _AUTH, "comma list of allowed "
         "azp origins (unset in production: authenticated routes refuse every call)", csv,
         required=("production",)),
+    Var("OPERATOR_ORG_IDS", "operator_org_ids", _AUTH, "comma list of Clerk org ids whose OWNERs "
+        "are platform operators (the platform-wide monitoring dashboard)", csv,
+        unset="every OWNER sees only their own organization's dashboard"),
 
     Var("TRIAL_DAYS", "trial_days", _PLANS, "length of a new organization's trial", integer, "14",
         0, 365),
@@ -292,6 +295,7 @@ class Settings:
     clerk_secret_key: str | None
     clerk_api_url: str
     clerk_authorized_parties: tuple[str, ...]
+    operator_org_ids: tuple[str, ...]
     # plans, quotas, protection
     trial_days: int
     quotas: PerPlan  # of int

@@ -22,7 +22,7 @@ SECRETS = {
 GOOD = {**SECRETS, "STRIPE_PRICE_TEAM": "price_team1", "STRIPE_PRICE_AGENCY": "price_ag1,price_ag2",
         "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/42", "SMTP_URL": "smtp://u:p@mail.local:587",
         "EMAIL_FROM": "Ascendos <hello@example.com>",
-        "CLERK_AUTHORIZED_PARTIES": "https://app.example.com"}
+        "CLERK_AUTHORIZED_PARTIES": "https://app.example.com", "OPERATOR_ORG_IDS": "org_ops"}
 
 
 def _lines(stdout: str) -> dict[str, str]:

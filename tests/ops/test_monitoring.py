@@ -29,6 +29,7 @@ def seeded(app_env, redis_direct):
 @pytest.fixture
 def served(serve, monkeypatch):
     monkeypatch.setenv("CLERK_JWT_KEY", PUBLIC_PEM)
+    monkeypatch.setenv("OPERATOR_ORG_IDS", "org_1")  # the token below is a platform operator's
     config.reload()
     return serve("api/admin/monitoring.py")
 
