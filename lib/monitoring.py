@@ -31,7 +31,6 @@ from fractions import Fraction
 
 from lib import alerts, db, ip_blocks, redis
 from lib.config import settings
-from lib.generation.quota import quota_status
 from lib.billing import STATUSES as SUBSCRIPTION_STATUSES
 from lib.config import PLANS
 from lib.errors import ConfigError
@@ -434,8 +433,16 @@ def _tenant(window: Window, organization_id) -> dict:
     return {"id": row["external_id"], "plan": row["plan"],
             "subscription_status": row["subscription_status"],
             "trial_ends_at": timestamp(row["trial_ends_at"]) if row["trial_ends_at"] else None,
-            # the limit the next reservation enforces, and the counter it checks
-            "quota": quota_status(settings().quotas[row["plan"]], row["used"], month)}
+            "quota": _quota(settings().quotas[row["plan"]], row["used"], month)}
+
+
+def _quota(limit: int, used: int, month: date) -> dict:
+    """The limit the next reservation enforces and the counter it checks, shaped like
+    generate's `quota` (lib.generation.quota.quota_status; not imported: it loads lib.auth,
+    which `ops monitoring` must not pay for)."""
+    first = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return {"limit": limit, "used": used, "remaining": max(0, limit - used),
+            "resets_at": timestamp(_midnight(first))}
 
 
 def organization_dashboard(organization_id, days: int = DEFAULT_DAYS,
