@@ -4,12 +4,18 @@ A Clerk session token is an RS256 JWT. It is verified without a network call aga
 CLERK_JWT_KEY (the PEM public key from the Clerk dashboard, Clerk's documented networkless
 way); without it, against Clerk's JWKS fetched with CLERK_SECRET_KEY and cached for the life
 of the process (a warm invocation never refetches; an unknown `kid` refetches at most once per
-_JWKS_REFRESH_S, which covers key rotation without letting forged kids hammer Clerk).
+_JWKS_REFRESH_S, which covers key rotation without letting forged kids hammer Clerk). A failed
+or slow fetch is remembered with backoff (_JWKS_BACKOFF_S, doubling), so a Clerk outage costs
+one fetch per backoff, not one per request; no lock is held across the network call, so a
+valid token never waits behind someone else's fetch; and while a key set is cached, a token
+whose `kid` isn't in it is a 401, whatever the refresh did.
 
 Only RS256 is accepted: `alg: none`, HS256 (including HS256 "signed" with the public key)
-and any other algorithm are rejected before a key is even chosen. PyJWT is used directly,
-not Clerk's SDK: `clerk-backend-api` imports in about 3.6 s (its generated pydantic models),
-which every cold start of every route that authenticates would pay.
+and any other algorithm are rejected before a key is even chosen. A session still `pending`
+(`sts`, e.g. organization selection not finished) is a 403. In production an unset
+CLERK_AUTHORIZED_PARTIES fails closed: any token from any origin would otherwise do. PyJWT
+is used directly, not Clerk's SDK: `clerk-backend-api` imports in about 3.6 s (its generated
+pydantic models), which every cold start of every route that authenticates would pay.
 """
 
 import threading
@@ -23,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from lib.config import per_settings, settings
 from lib.errors import AuthUnavailable, ConfigError, Forbidden, Unauthorized
+from lib.observability import report
 
 ROLES = ("OWNER", "ADMIN", "MEMBER")
 LEEWAY_S = 5  # Clerk's own SDK allows 5 s of clock skew; session tokens live 60 s
@@ -30,6 +37,12 @@ _MAX_TOKEN_CHARS = 8192
 _MAX_ID_CHARS = 128
 _JWKS_REFRESH_S = 60.0
 _JWKS_TIMEOUT_S = 3.0
+_JWKS_BACKOFF_S = 2.0  # after a failed fetch; doubles per failure in a row
+_JWKS_MAX_BACKOFF_S = 60.0
+
+
+class SessionPending(Forbidden):
+    code, default_message = "session_pending", "The session is pending; finish signing in"
 
 
 @dataclass(frozen=True)
@@ -58,9 +71,14 @@ def authenticate(token: str | None) -> Identity:
 
     Raises Unauthorized (401) for a missing, malformed, forged, expired or not-yet-valid
     token, or one whose `azp` is not in CLERK_AUTHORIZED_PARTIES (when that is set);
-    AuthUnavailable (503) when the JWKS can't be fetched; ConfigError when neither
-    CLERK_JWT_KEY nor CLERK_SECRET_KEY is set. No side effects besides the JWKS cache.
+    SessionPending (403) for a `pending` session; AuthUnavailable (503) when no JWKS could
+    be fetched; ConfigError when neither CLERK_JWT_KEY nor CLERK_SECRET_KEY is set, or in
+    production without CLERK_AUTHORIZED_PARTIES (checked first: every call fails closed).
+    No side effects besides the JWKS cache.
     """
+    cfg = settings()
+    if cfg.environment == "production" and not cfg.clerk_authorized_parties:
+        raise ConfigError("CLERK_AUTHORIZED_PARTIES must be set in production")
     if not token:
         raise Unauthorized("Missing bearer token")
     return identity_from_claims(verify_session_token(token))
@@ -98,6 +116,8 @@ def verify_session_token(token: str) -> dict:
     # As Clerk's SDK does: with an allowlist set, a token without `azp` is refused too.
     if parties and claims.get("azp") not in parties:
         raise Unauthorized("Token issued for another origin")
+    if claims.get("sts") == "pending":
+        raise SessionPending()
     return claims
 
 
@@ -136,24 +156,73 @@ def _pem_key(pem: str):
 
 class _Jwks:
     """One Clerk instance's signing keys by kid, fetched once and refreshed on an unknown kid.
-    One per settings value (`_jwks`): keys of one Clerk instance never verify another's tokens."""
+    One per settings value (`_jwks`): keys of one Clerk instance never verify another's tokens.
 
-    def __init__(self, api_url: str, secret: str):
+    The lock guards only the state; the fetch runs outside it, by one thread at a time
+    (`_fetching`). Others don't wait for it when they can be answered from the cached keys;
+    only with nothing cached yet do they wait for the one fetch in flight (a cold start)."""
+
+    def __init__(self, api_url: str, secret: str, refresh_s: float = _JWKS_REFRESH_S):
         self._scope = (api_url, secret)
+        self._refresh_s = refresh_s
         self._lock = threading.Lock()
         self._keys: dict[str, object] = {}
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # last attempt, successful or not
+        self._retry_at = float("-inf")  # no attempt before this (backoff after failures)
+        self._failures = 0
+        self._fetching: threading.Event | None = None
+
+    def _lookup(self, kid: str | None):
+        if kid:
+            return self._keys.get(kid)
+        return next(iter(self._keys.values())) if len(self._keys) == 1 else None
 
     def key(self, kid: str | None):
+        """The key for `kid`. Unauthorized when it isn't Clerk's; AuthUnavailable when there
+        are no keys at all to tell (the fetch failed, or is backing off)."""
         with self._lock:
-            if kid not in self._keys and time.monotonic() - self._fetched_at >= _JWKS_REFRESH_S:
-                self._keys = self._fetch(*self._scope)
-                self._fetched_at = time.monotonic()
-            key = self._keys.get(kid) if kid else (next(iter(self._keys.values()), None)
-                                                   if len(self._keys) == 1 else None)
-        if key is None:
+            key = self._lookup(kid)
+            if key is not None:
+                return key
+            now = time.monotonic()
+            due = now >= self._retry_at and now - self._fetched_at >= (
+                self._refresh_s if self._keys else 0)
+            in_flight = self._fetching
+            if in_flight is None and due:
+                in_flight = self._fetching = threading.Event()
+                fetch_here = True
+            else:
+                fetch_here = False
+        if fetch_here:
+            self._refresh(in_flight)
+        elif in_flight is not None and not self._keys:
+            in_flight.wait(_JWKS_TIMEOUT_S * 2)  # a cold start: the first fetch serves everyone
+        with self._lock:
+            key, cached = self._lookup(kid), bool(self._keys)
+        if key is not None:
+            return key
+        if cached:
             raise Unauthorized("Invalid token")
-        return key
+        raise AuthUnavailable()
+
+    def _refresh(self, done: threading.Event) -> None:
+        keys: dict[str, object] | None = None
+        try:
+            keys = self._fetch(*self._scope)
+        except Exception as exc:  # noqa: BLE001 - any failure must end the fetch and back off
+            failure = exc
+        with self._lock:
+            self._fetched_at = time.monotonic()
+            if keys is not None:
+                self._keys, self._failures, self._retry_at = keys, 0, float("-inf")
+            else:
+                self._failures += 1
+                delay = min(_JWKS_MAX_BACKOFF_S, _JWKS_BACKOFF_S * 2 ** (self._failures - 1))
+                self._retry_at = self._fetched_at + delay
+            self._fetching = None
+        done.set()
+        if keys is None:
+            report(failure, component="jwks", failures=self._failures)
 
     @staticmethod
     def _fetch(api_url: str, secret: str) -> dict[str, object]:

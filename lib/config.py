@@ -209,7 +209,11 @@ VARS: tuple[Var, ...] = (
     Var("CLERK_API_URL", "clerk_api_url", _AUTH, "Clerk's Backend API", base_url,
         "https://api.clerk.com"),
     Var("CLERK_AUTHORIZED_PARTIES", "clerk_authorized_parties", _AUTH, "comma list of allowed "
-        "azp origins", csv),
+        "azp origins (unset in production: authenticated routes refuse every call)", csv,
+        required=("production",)),
+    Var("OPERATOR_ORG_IDS", "operator_org_ids", _AUTH, "comma list of Clerk org ids whose OWNERs "
+        "are platform operators (the platform-wide monitoring dashboard)", csv,
+        unset="every OWNER sees only their own organization's dashboard"),
 
     Var("TRIAL_DAYS", "trial_days", _PLANS, "length of a new organization's trial", integer, "14",
         0, 365),
@@ -217,7 +221,9 @@ VARS: tuple[Var, ...] = (
     Var("QUOTA_TEAM", "quotas.team", _PLANS, "generations per month on TEAM", integer, "1000"),
     Var("QUOTA_AGENCY", "quotas.agency", _PLANS, "generations per month on AGENCY", integer,
         "5000"),
-    Var("RATE_LIMIT_IP", "rate_limit_ip", _PLANS, "requests/window per client IP", rate, "20/60s"),
+    Var("RATE_LIMIT_IP", "rate_limit_ip", _PLANS,
+        "requests/window per client IP (IPv6: per /64), for requests without a valid token",
+        rate, "20/60s"),
     Var("RATE_LIMIT_USER", "rate_limit_user", _PLANS, "requests/window per user", rate, "10/60s"),
     Var("AUTO_BLOCK_THRESHOLD", "auto_block_threshold", _PLANS, "rate-limited requests that block "
         "an IP", integer, "50", 1),
@@ -298,6 +304,7 @@ class Settings:
     clerk_secret_key: str | None
     clerk_api_url: str
     clerk_authorized_parties: tuple[str, ...]
+    operator_org_ids: tuple[str, ...]
     # plans, quotas, protection
     trial_days: int
     quotas: PerPlan  # of int

@@ -55,9 +55,11 @@ def _first_ip(value: str | None) -> str | None:
     elif candidate.count(":") == 1:  # "v4:port"
         candidate = candidate.split(":")[0]
     try:
-        return str(ipaddress.ip_address(candidate))
+        address = ipaddress.ip_address(candidate.split("%", 1)[0])  # no zone id ("fe80::1%eth0")
     except ValueError:
         return None
+    mapped = getattr(address, "ipv4_mapped", None)  # "::ffff:192.0.2.1" is 192.0.2.1
+    return str(mapped or address)
 
 
 class Request:

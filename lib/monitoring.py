@@ -1,4 +1,10 @@
-"""The runbook's monitoring dashboard: what GET /api/admin/monitoring answers.
+"""The runbook's monitoring dashboard: what GET /api/admin/monitoring answers, in two scopes.
+
+`dashboard(PLATFORM)` is the operators' view of every tenant (below). `organization_dashboard`
+is one tenant's usage dashboard: its plan and quota, its generations per day and ISO week, its
+tokens and cost by model, its LLM error and fallback rates and p95 latency. It holds nothing
+about other tenants, blocked IPs or crons, and reads only that organization's rows
+(`generations_org_created_idx`, and usage_daily for the days the purge rolled up).
 
 One call runs five SQL statements and a few Redis commands on four concurrent lanes:
   1. summary: organizations by plan and subscription, trials ending, IP blocks of the last
@@ -24,6 +30,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 
 from lib import alerts, db, ip_blocks, redis
+from lib.config import settings
 from lib.billing import STATUSES as SUBSCRIPTION_STATUSES
 from lib.config import PLANS
 from lib.errors import ConfigError
@@ -35,7 +42,8 @@ DEFAULT_DAYS = 14
 MAX_DAYS = 90
 WEEKS = 8
 LISTED_IPS = 100
-PLATFORM = "platform"  # the one dashboard scope today: every organization
+PLATFORM = "platform"  # every organization, for the operators
+ORGANIZATION = "organization"  # one organization, for its OWNERs
 # fallback_reason values that mean OpenAI was not tried at all (lib/llm).
 OPENAI_SKIPPED = ("circuit_open", "not_configured")
 
@@ -277,18 +285,21 @@ SELECT count(*) AS requests_24h,
        coalesce(sum(output_tokens), 0) AS output_tokens,
        coalesce(sum(cost_usd), 0) AS cost_usd
 FROM generations
-WHERE status <> 'pending' AND created_at > %(day_ago)s AND created_at <= %(now)s
+WHERE status <> 'pending' AND created_at > %(day_ago)s AND created_at <= %(now)s {tenant}
 """
+_ONE_TENANT = "AND organization_id = %(org)s"
 
 
 def _rate(part: int, whole: int) -> Fraction | None:
     return Fraction(part, whole) if whole else None
 
 
-def _live(window: Window) -> dict[str, dict]:
+def _live(window: Window, organization_id=None) -> dict[str, dict]:
     params = {"now": window.now, "hour_ago": window.now - timedelta(hours=1),
-              "day_ago": window.now - timedelta(hours=24), "skipped": list(OPENAI_SKIPPED)}
-    row = db.fetchone(_LIVE, params)
+              "day_ago": window.now - timedelta(hours=24), "skipped": list(OPENAI_SKIPPED),
+              "org": organization_id}
+    sql = _LIVE.format(tenant=_ONE_TENANT if organization_id is not None else "")
+    row = db.fetchone(sql, params)
     out = {}
     for name in ("1h", "24h"):
         requests, p95 = row[f"requests_{name}"], row[f"p95_latency_ms_{name}"]
@@ -346,7 +357,8 @@ def _public(metrics: dict) -> dict:
 def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | None = None) -> dict:
     """The whole payload for `scope` over the last `days` UTC days. Read-only
     apart from settling the rollup (idempotent). Raises DatabaseUnavailable when Postgres
-    fails; Redis trouble degrades only `blocked_ips`. Only the platform-wide scope exists."""
+    fails; Redis trouble degrades only `blocked_ips`. For one organization's view, see
+    `organization_dashboard`."""
     if scope != PLATFORM:
         raise ValueError(f"unknown dashboard scope {scope!r}")
     window = Window((now or datetime.now(timezone.utc)).astimezone(timezone.utc), days)
@@ -366,6 +378,7 @@ def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | N
                "openai_error_rate": hour["openai_error_rate"],
                "blocked_ips_per_hour": summary["blocked_last_hour"]}
     return {
+        "scope": PLATFORM,
         "generated_at": timestamp(window.now),
         "days": days,
         "organizations": summary["organizations"],
@@ -375,4 +388,84 @@ def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | N
         "llm": {name: _public(live[name]) for name in ("1h", "24h")},
         "crons": summary["crons"],
         "alerts": alerts.evaluate(current, window="1h", states=summary["alert_states"]),
+    }
+
+
+# --- one organization's dashboard ------------------------------------------------------------
+
+# The tenant's raw rows plus the days the purge rolled up into usage_daily (the two are
+# disjoint: the purge moves rows in one transaction). One index range scan per source.
+_TENANT_HISTORY = """
+SELECT day, provider, model, sum(requests) AS requests, sum(failed) AS failed,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cost_usd) AS cost_usd
+FROM (
+    SELECT (created_at AT TIME ZONE 'UTC')::date AS day, coalesce(provider, '') AS provider,
+           coalesce(model, '') AS model, 1 AS requests, (status = 'failed')::int AS failed,
+           input_tokens, output_tokens, cost_usd
+    FROM generations
+    WHERE organization_id = %(org)s AND status <> 'pending'
+      AND created_at >= %(from)s AND created_at <= %(now)s
+    UNION ALL
+    SELECT day, provider, model, requests, failed, input_tokens, output_tokens, cost_usd
+    FROM usage_daily WHERE organization_id = %(org)s AND day >= %(start)s AND day <= %(today)s
+) tenant_rows
+GROUP BY day, provider, model
+"""
+
+_TENANT = """
+SELECT o.external_id, o.plan, o.subscription_status, o.trial_ends_at,
+       coalesce(u.used, 0) AS used
+FROM organizations o
+LEFT JOIN generation_usage u ON u.organization_id = o.id AND u.month = %(month)s
+WHERE o.id = %(org)s
+"""
+
+
+def _tenant_history(window: Window, organization_id) -> list[dict]:
+    return db.fetchall(_TENANT_HISTORY, {
+        "org": organization_id, "from": _midnight(window.history_start), "now": window.now,
+        "start": window.history_start, "today": window.today})
+
+
+def _tenant(window: Window, organization_id) -> dict:
+    month = window.today.replace(day=1)
+    row = db.fetchone(_TENANT, {"org": organization_id, "month": month})
+    if row is None:
+        raise LookupError(f"organization {organization_id} does not exist")
+    return {"id": row["external_id"], "plan": row["plan"],
+            "subscription_status": row["subscription_status"],
+            "trial_ends_at": timestamp(row["trial_ends_at"]) if row["trial_ends_at"] else None,
+            "quota": _quota(settings().quotas[row["plan"]], row["used"], month)}
+
+
+def _quota(limit: int, used: int, month: date) -> dict:
+    """The limit the next reservation enforces and the counter it checks, shaped like
+    generate's `quota` (lib.generation.quota.quota_status; not imported: it loads lib.auth,
+    which `ops monitoring` must not pay for)."""
+    first = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return {"limit": limit, "used": used, "remaining": max(0, limit - used),
+            "resets_at": timestamp(_midnight(first))}
+
+
+def organization_dashboard(organization_id, days: int = DEFAULT_DAYS,
+                           now: datetime | None = None) -> dict:
+    """One organization's usage dashboard over the last `days` UTC days (same definitions
+    as the platform's). Read-only; three statements on three lanes. Raises
+    DatabaseUnavailable, or LookupError when the organization does not exist."""
+    window = Window((now or datetime.now(timezone.utc)).astimezone(timezone.utc), days)
+    lanes = {name: _pool.submit(contextvars.copy_context().run, work, window, organization_id)
+             for name, work in (("organization", _tenant), ("history", _tenant_history),
+                                ("live", _live))}
+    results = {name: future.result() for name, future in lanes.items()}
+    live = results["live"]
+    generations, tokens = _history(window, results["history"])
+    return {
+        "scope": ORGANIZATION,
+        "generated_at": timestamp(window.now),
+        "days": days,
+        "organization": results["organization"],
+        "generations": generations,
+        "tokens": {"24h": live["24h"]["tokens"], **tokens},
+        "llm": {name: _public(live[name]) for name in ("1h", "24h")},
     }

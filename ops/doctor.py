@@ -156,6 +156,8 @@ _CHECKS: dict[str, tuple[Callable | None, str]] = {
     "SMTP_URL": (_smtp_url, "set SMTP_URL=smtp://user:pass@host:587 (STARTTLS) or smtps://... "
                  "and EMAIL_FROM"),
     "EMAIL_FROM": (_email_from, "set EMAIL_FROM, e.g. Ascendos <hello@example.com>"),
+    "CLERK_AUTHORIZED_PARTIES": (None, "set the frontend's origins, e.g. "
+                                 "CLERK_AUTHORIZED_PARTIES=https://app.example.com"),
 }
 
 

@@ -93,9 +93,22 @@ def render(payload: dict, color: bool = False) -> str:
     def paint(text: str, kind: str) -> str:
         return f"{_COLORS[kind]}{text}{_RESET}" if color else text
 
-    out = [f"Ascendos monitoring · generated {payload['generated_at']}", ""]
+    org = payload.get("organization")
+    scope = f"organization {org['id']}" if org else payload.get("scope", "platform")
+    out = [f"Ascendos monitoring · {scope} · generated {payload['generated_at']}", ""]
+    if org:  # an OWNER's own organization: no alerts, tenants, blocked IPs or crons
+        quota = org["quota"]
+        trial = f" · trial ends {org['trial_ends_at']}" if org["trial_ends_at"] else ""
+        out += [f"ORGANIZATION  {org['plan']} · subscription {org['subscription_status'] or 'none'}"
+                f"{trial}",
+                f"  quota: {_num(quota['used'])} of {_num(quota['limit'])} used this month, "
+                f"{_num(quota['remaining'])} left (resets {quota['resets_at']})"]
+        return "\n".join(out + _usage(payload))
+    return "\n".join(out + _platform(payload, paint))
 
-    out.append("ALERTS")
+
+def _platform(payload: dict, paint) -> list[str]:
+    out = ["ALERTS"]
     for alert in payload["alerts"]:
         value, unit = alert["value"], alert["unit"]
         shown = _pct(value) if unit == "ratio" else f"{value:g} ms" if unit == "ms" else f"{value}"
@@ -113,7 +126,14 @@ def render(payload: dict, color: bool = False) -> str:
         out.append(f"  {plan:<8}{_num(count):>8}  {_bar(count, top)}")
     subs = [f"{status} {count}" for status, count in orgs["subscriptions"].items() if count]
     out.append("  subscriptions: " + (" · ".join(subs) or "none"))
+    out += _usage(payload)
+    out += _blocked_and_crons(payload, paint)
+    return out
 
+
+def _usage(payload: dict) -> list[str]:
+    """Generations, tokens and LLM rates: the sections both scopes have."""
+    out: list[str] = []
     daily = payload["generations"]["daily"]
     out += ["", f"GENERATIONS PER DAY (last {len(daily)}, UTC)      count  failed"]
     top = max((d["count"] for d in daily), default=0)
@@ -145,9 +165,12 @@ def render(payload: dict, color: bool = False) -> str:
         p95 = "-" if m["p95_latency_ms"] is None else f"{m['p95_latency_ms']:.0f}"
         out.append(f"  {name:<8} {_num(m['requests']):>10} {_pct(m['error_rate']):>8} "
                    f"{_pct(m['openai_error_rate']):>11} {_pct(m['fallback_rate']):>9} {p95:>9}")
+    return out
 
+
+def _blocked_and_crons(payload: dict, paint) -> list[str]:
     blocked = payload["blocked_ips"]
-    out.append("")
+    out = [""]
     if "error" in blocked:
         out.append("BLOCKED IPS  " + paint(f"Redis {blocked['error']}", "warning")
                    + f" · blocked in the last hour: {blocked.get('last_hour', '-')}")
@@ -171,4 +194,4 @@ def render(payload: dict, color: bool = False) -> str:
         counts = json.dumps({k: v for k, v in (job.get("counts") or {}).items() if k != "demo"})
         incomplete = "" if job["complete"] in (True, None) else " (incomplete)"
         out.append(f"  {job['job']:<18} {str(job['started_at'])[:19]:<20} {shown}{incomplete} {counts}")
-    return "\n".join(out)
+    return out

@@ -18,9 +18,13 @@ PAYLOAD_KEYS = {"generated_at", "organizations", "generations", "blocked_ips", "
                 "crons", "alerts"}
 
 
+OPERATOR_ORG = "org_operator"
+
+
 @pytest.fixture
 def clerk_key(monkeypatch):
     monkeypatch.setenv("CLERK_JWT_KEY", PUBLIC_PEM)
+    monkeypatch.setenv("OPERATOR_ORG_IDS", f"org_other_ops,{OPERATOR_ORG}")
     config.reload()
 
 
@@ -30,7 +34,8 @@ def url(serve, clerk_key):
 
 
 def _owner() -> dict:
-    return {"Authorization": "Bearer " + mint_token("user_owner", org_id="org_1", role="OWNER")}
+    """A platform operator: an OWNER of an organization in OPERATOR_ORG_IDS."""
+    return {"Authorization": "Bearer " + mint_token("user_owner", org_id=OPERATOR_ORG, role="OWNER")}
 
 
 def _closed_port() -> int:
@@ -134,7 +139,7 @@ def test_database_down_is_503_not_500(url, monkeypatch):
 
 @pytest.mark.slow
 def test_dashboard_through_the_vercel_runtime_adapter(app_env):
-    env = {**app_env, "CLERK_JWT_KEY": PUBLIC_PEM}
+    env = {**app_env, "CLERK_JWT_KEY": PUBLIC_PEM, "OPERATOR_ORG_IDS": OPERATOR_ORG}
     with serve_through_vercel_runtime("api/admin/monitoring.py", env) as base:
         response = httpx.get(base + PATH + "?days=7", headers=_owner(), timeout=30)
         assert response.status_code == 200

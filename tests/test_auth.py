@@ -153,3 +153,85 @@ def test_require_role(pem_key):
     auth.require_role(owner, "OWNER")
     with pytest.raises(errors.Forbidden):
         auth.require_role(auth.authenticate(mint_token("u")), "OWNER", "ADMIN")
+
+
+# --- issue 10 §5: Clerk hardening ---------------------------------------------------------
+
+def test_a_pending_session_is_403_session_pending(pem_key):
+    with pytest.raises(auth.SessionPending) as caught:
+        auth.authenticate(mint_token("u", sts="pending"))
+    assert caught.value.status == 403 and caught.value.code == "session_pending"
+    assert auth.authenticate(mint_token("u", sts="active")).user_id == "u"
+
+
+def test_production_without_authorized_parties_fails_closed(pem_key, monkeypatch):
+    monkeypatch.setenv("VERCEL_ENV", "production")
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "")
+    config.reload()
+    for token in (mint_token("u"), None):
+        with pytest.raises(errors.ConfigError) as caught:
+            auth.authenticate(token)
+        assert caught.value.status == 500 and "CLERK_AUTHORIZED_PARTIES" in caught.value.message
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", AZP)
+    config.reload()
+    assert auth.authenticate(mint_token("u")).user_id == "u"
+
+
+def test_jwks_failure_is_remembered_not_refetched_per_request(clerk):
+    clerk.status = 500
+    config.reload()
+    for _ in range(30):
+        with pytest.raises(errors.AuthUnavailable):
+            auth.authenticate(mint_token("u", key=OTHER_PRIVATE_PEM, headers={"kid": "ins_x"}))
+    assert clerk.fetches <= 2
+
+
+def test_jwks_backoff_ends_and_keys_are_fetched_again(clerk):
+    jwks = auth._Jwks(clerk.url, SECRET_KEY)
+    clerk.status = 500
+    with pytest.raises(errors.AuthUnavailable):
+        jwks.key("ins_test_key_1")
+    clerk.status = 200
+    deadline = time.monotonic() + auth._JWKS_BACKOFF_S + 5
+    while time.monotonic() < deadline:
+        try:
+            assert jwks.key("ins_test_key_1") is not None
+            break
+        except errors.AuthUnavailable:
+            time.sleep(0.2)
+    else:
+        pytest.fail("the keys were never fetched again after the backoff")
+    assert clerk.fetches == 2
+
+
+def test_unknown_kid_is_401_while_keys_are_cached_even_when_the_refresh_fails(clerk):
+    jwks = auth._Jwks(clerk.url, SECRET_KEY, refresh_s=0)  # every unknown kid may refresh
+    assert jwks.key("ins_test_key_1") is not None
+    clerk.status = 500
+    for _ in range(5):
+        with pytest.raises(errors.Unauthorized):
+            jwks.key("ins_rotated_away")
+    assert clerk.fetches <= 3  # the first refresh failed: backing off since
+    assert jwks.key("ins_test_key_1") is not None
+
+
+def test_valid_tokens_are_not_stuck_behind_a_slow_fetch(clerk):
+    import threading
+
+    jwks = auth._Jwks(clerk.url, SECRET_KEY, refresh_s=0)
+    assert jwks.key("ins_test_key_1") is not None
+    clerk.hold.clear()  # Clerk now hangs until released
+    refreshing = threading.Thread(target=lambda: pytest.raises(errors.Unauthorized,
+                                                               jwks.key, "ins_new"))
+    refreshing.start()
+    while clerk.started < 2:
+        time.sleep(0.01)
+    served = []
+    reader = threading.Thread(target=lambda: served.append(jwks.key("ins_test_key_1")))
+    reader.start()
+    reader.join(timeout=10)
+    assert served and served[0] is not None  # answered while the fetch still hangs
+    assert refreshing.is_alive()
+    clerk.hold.set()
+    refreshing.join(timeout=10)
+    assert clerk.fetches == 2

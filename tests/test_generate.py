@@ -127,6 +127,24 @@ def test_invalid_input_is_400_naming_the_field(stack, sql, body, field):
     assert sql("SELECT count(*) FROM generations") == [(0,)]
 
 
+@pytest.mark.parametrize("content,field", [
+    (b'{"prompt": "hi \\ud800 there"}', "prompt"), (b'{"prompt": "hi\\u0000"}', "prompt"),
+    (b'{"prompt": "\\udfff"}', "prompt"), (b'{"prompt": "hi", "system": "a\\ud83d"}', "system"),
+    (b'{"prompt": "hi", "system": "\\u0000"}', "system"),
+    (b'{"prompt": "hi", "temperature": 1' + b"0" * 400 + b"}", "temperature"),
+    (b'{"prompt": "hi", "temperature": 1e400}', "temperature"),
+])
+def test_text_no_provider_can_take_and_overflowing_numbers_are_400(stack, sql, content, field):
+    # Six of them: five provider-side failures used to open the OpenAI circuit for everyone.
+    for _ in range(6):
+        error = _error(stack.post(content=content, headers={"content-type": "application/json"}),
+                       400, "invalid_request")
+        assert error["field"] == field
+    assert stack.openai.calls == 0 and stack.anthropic.calls == 0
+    assert sql("SELECT count(*) FROM generations") == [(0,)]
+    assert stack.post({"prompt": "a real pair \U0001F600 is fine"}).status_code == 200
+
+
 @pytest.mark.parametrize("content", [b"[1]", b"{bad", b"", b'{"prompt": "hi", "temperature": NaN}'])
 def test_malformed_json_is_400(stack, content):
     assert stack.post(content=content, headers={"content-type": "application/json"}).status_code == 400
@@ -237,9 +255,9 @@ def test_user_rate_limit_is_exact_under_30_concurrent_requests(stack, capfd):
 def test_ip_rate_limit_is_exact_under_30_concurrent_requests(stack, capfd):
     stack.configure(RATE_LIMIT_IP="20/60s")
     _wait_clear_of_window_edge(60)
-    responses = _concurrently(30, lambda i: stack.post(user=f"user_{i}", ip="192.0.2.99"))
+    responses = _concurrently(30, lambda i: stack.post(token="", ip="192.0.2.99"))
     assert not _failed_open(capfd)
-    assert sorted(r.status_code for r in responses) == [200] * 20 + [429] * 10
+    assert sorted(r.status_code for r in responses) == [401] * 20 + [429] * 10
     assert {r.json()["error"]["scope"] for r in responses if r.status_code == 429} == {"IP address"}
 
 
@@ -254,9 +272,9 @@ def test_ip_rate_limited_past_the_threshold_is_blocked_for_24h(stack, sql, redis
     stack.configure(RATE_LIMIT_IP="1/60s", AUTO_BLOCK_THRESHOLD="3")
     _wait_clear_of_window_edge(60)
     ip = "203.0.113.77"
-    assert stack.post(ip=ip).status_code == 200
-    assert [stack.post(ip=ip).status_code for _ in range(4)] == [429] * 4  # strike 4 > 3
-    _error(stack.post(ip=ip), 403, "ip_blocked")
+    assert stack.post(ip=ip, token="").status_code == 401
+    assert [stack.post(ip=ip, token="").status_code for _ in range(4)] == [429] * 4  # strike 4 > 3
+    _error(stack.post(ip=ip), 403, "ip_blocked")  # a block refuses valid tokens too
     assert 86390 <= redis_direct.ttl(f"blocked:ip:{ip}") <= 86400
     assert redis_direct.get(f"blocked:ip:{ip}") == "true"
     rows = sql("SELECT host(ip), source, reason, expires_at - created_at FROM ip_blocks")

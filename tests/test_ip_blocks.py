@@ -18,10 +18,28 @@ def test_block_sets_the_runbook_key_with_24h_ttl_and_records_a_row(redis_direct,
     assert ip_blocks.is_ip_blocked("203.0.113.9") and not ip_blocks.is_ip_blocked("203.0.113.10")
 
 
-def test_ipv6_is_normalised_so_spellings_share_one_block(redis_direct):
+def test_ipv6_is_blocked_by_its_64_whatever_the_spelling(redis_direct):
     ip_blocks.block_ip("2001:DB8:0:0::1", hours=1)
-    assert redis_direct.exists("blocked:ip:2001:db8::1")
-    assert ip_blocks.is_ip_blocked("2001:db8::1")
+    assert redis_direct.exists("blocked:ip:2001:db8::/64")
+    assert ip_blocks.is_ip_blocked("2001:db8::1") and ip_blocks.is_ip_blocked("2001:db8::2")
+    assert ip_blocks.is_ip_blocked("2001:db8::ffff:1:2%eth0")
+    assert not ip_blocks.is_ip_blocked("2001:db8:0:1::1")
+    assert [b.ip for b in ip_blocks.list_blocked()] == ["2001:db8::/64"]
+    assert ip_blocks.unblock_ip("2001:db8::77") is True
+    assert not ip_blocks.is_ip_blocked("2001:db8::1")
+
+
+def test_ipv4_mapped_ipv6_is_the_ipv4(redis_direct):
+    ip_blocks.block_ip("192.0.2.1")
+    assert ip_blocks.is_ip_blocked("::ffff:192.0.2.1") and ip_blocks.is_ip_blocked("::ffff:c000:201")
+    ip_blocks.block_ip("::ffff:198.51.100.4")
+    assert redis_direct.exists("blocked:ip:198.51.100.4")
+
+
+def test_a_hand_set_key_for_one_ipv6_address_still_blocks_it(redis_direct):
+    redis_direct.setex("blocked:ip:2001:db8::7", 600, "true")
+    assert ip_blocks.is_ip_blocked("2001:db8:0::7") and not ip_blocks.is_ip_blocked("2001:db8::8")
+    assert ip_blocks.unblock_ip("2001:db8::7") is True and not redis_direct.exists("blocked:ip:2001:db8::7")
 
 
 @pytest.mark.parametrize("ip", ["1.2.3", "999.1.1.1", "example.com", "", "1.2.3.4/24", None])

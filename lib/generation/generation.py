@@ -1,11 +1,11 @@
 """One LLM generation for the caller's organization (served by lib.routes.generate).
 
 The order is cheapest first, and each step runs only if the previous ones passed:
-1. `admit`: one Redis round trip: blocked IP, IP and user rate limits, the OpenAI circuit
-   state; blocked -> 403, IP limit -> 429 (and a strike towards the auto-block), bad token ->
-   401, user limit -> 429. The edge verifies the token (CPU only with CLERK_JWT_KEY) before
-   that round trip so the user's limiter can ride in it; `admit` acts on its verdict only
-   after the IP checks.
+1. `admit`: one Redis round trip: blocked IP, then the one rate limit that applies and the
+   OpenAI circuit state; blocked -> 403; with a valid token, user limit -> 429; without one,
+   IP limit -> 429 (and a strike towards the auto-block), else 401. The edge verifies the
+   token (CPU only with CLERK_JWT_KEY) before that round trip, so the round trip knows
+   which limiter to run.
 2. `parse_generation_request`: the body is validated (400 naming the field);
 3. `generate`: one Postgres statement provisions the caller and reserves a unit of quota
    (402 when the trial ended, the subscription is inactive or the month's quota is used up);
@@ -15,7 +15,6 @@ Redis trouble fails open (reported, request served, the Postgres quota still hol
 Postgres trouble is a 503 with nothing written. Plain values in and out: no Request here.
 """
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -49,6 +48,19 @@ def _field_error(name: str, message: str) -> BadRequest:
     return BadRequest(f"{name}: {message}", details={"field": name})
 
 
+def _text_error(text: str) -> str | None:
+    """Why `text` can't be sent to a provider, or None: a NUL, or a lone surrogate (valid in
+    JSON's \\uXXXX escapes, not encodable as UTF-8, so the SDKs fail locally; counted as a
+    provider failure, five of them would open the circuit breaker for every tenant)."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogates"
+    return None
+
+
 def parse_generation_request(body: dict) -> GenerationRequest:
     """Validate the JSON body; raises BadRequest naming the offending field. Pure."""
     unknown = sorted(set(body) - _FIELDS)
@@ -62,14 +74,20 @@ def parse_generation_request(body: dict) -> GenerationRequest:
     system = body.get("system")
     if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
         raise _field_error("system", f"must be a string of at most {MAX_SYSTEM_CHARS} characters")
+    for name, text in (("prompt", prompt), ("system", system or "")):
+        problem = _text_error(text)
+        if problem:
+            raise _field_error(name, problem)
     max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or \
             not 1 <= max_tokens <= MAX_TOKENS:
         raise _field_error("max_tokens", f"must be an integer from 1 to {MAX_TOKENS}")
     temperature = body.get("temperature")
     if temperature is not None:
+        # A range check, not math.isfinite: JSON `10**400` parses to a Python int that
+        # isfinite can't convert (OverflowError); the comparisons also refuse NaN and inf.
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
-                not math.isfinite(temperature) or not 0 <= temperature <= 2:
+                not 0 <= temperature <= 2:
             raise _field_error("temperature", "must be a number from 0 to 2")
         temperature = float(temperature)
     return GenerationRequest(prompt, system or None, max_tokens, temperature)
@@ -99,14 +117,15 @@ class Generation:
     quota: dict
 
 
-def _checks(ip: str, user_id: str | None):
-    """Run the batched Redis checks. Fails open: (None, closed breaker) when Redis is down."""
+def _checks(ip: str, user_id: str | None, limit_ip: bool):
+    """Run the batched Redis checks (the circuit breaker only for a caller who can reach the
+    providers). Fails open: (None, closed breaker) when Redis is down."""
     batch = redis.Batch()
-    checks = rate_limits.queue_checks(batch, ip, user_id)
-    breaker = circuit_breaker.queue_read(batch, llm.PRIMARY)
+    checks = rate_limits.queue_checks(batch, ip, user_id, limit_ip=limit_ip)
+    breaker = circuit_breaker.queue_read(batch, llm.PRIMARY) if user_id else None
     try:
         batch.run()
-        return checks(), breaker()
+        return checks(), breaker() if breaker else circuit_breaker.BreakerState(llm.PRIMARY)
     except redis.RedisUnavailable as exc:
         report(exc, component="rate_limits", fail_open=True)
         return None, circuit_breaker.BreakerState(llm.PRIMARY)
@@ -115,18 +134,23 @@ def _checks(ip: str, user_id: str | None):
 def admit(client_ip: str, identity: Identity | None,
           auth_error: AppError | None = None) -> Admission:
     """Step 1 (one Redis round trip). `identity` is the verified caller, or None with
-    `auth_error` saying why not; that verdict is raised only after the IP checks, so an
-    IP over its limit gets its 429 (and strike) whatever token it sends. Raises IpBlocked,
-    RateLimitExceeded (IP, then user) or `auth_error`."""
-    checks, breaker = _checks(client_ip, identity.user_id if identity else None)
+    `auth_error` saying why not. A blocked IP is refused either way. A verified caller is
+    then limited per user only (an office behind one NAT is not one client); a request
+    without a valid token is limited per IP, its rejection is a strike towards the
+    auto-block, and if let through it gets `auth_error`. A 5xx `auth_error` (keys
+    unavailable, misconfiguration) is ours, not the client's: no IP count, no strike.
+    Raises IpBlocked, RateLimitExceeded (user or IP) or `auth_error`."""
+    server_fault = auth_error is not None and auth_error.status >= 500
+    checks, breaker = _checks(client_ip, identity.user_id if identity else None,
+                              limit_ip=not server_fault)
     if checks is not None and checks.blocked:
         raise IpBlocked()
-    if checks is not None and not checks.ip.allowed:
-        rate_limits.record_ip_strike(client_ip)
-        raise rate_limits.rejection(checks.ip, "IP address")
-    if auth_error is not None or identity is None:
+    if identity is None:
+        if checks is not None and checks.ip is not None and not checks.ip.allowed:
+            rate_limits.block_if_struck_out(client_ip, checks.strikes)
+            raise rate_limits.rejection(checks.ip, "IP address")
         raise auth_error or Unauthorized()
-    if checks is not None and not checks.user.allowed:
+    if checks is not None and checks.user is not None and not checks.user.allowed:
         raise rate_limits.rejection(checks.user, "user")
     return Admission(checks.user if checks is not None else None, breaker)
 

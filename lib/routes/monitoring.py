@@ -1,11 +1,16 @@
-"""GET /api/admin/monitoring: OWNER only, `?days=` parsed here, the dashboard from lib.monitoring."""
+"""GET /api/admin/monitoring: OWNER only, `?days=` parsed here, the dashboard from
+lib.monitoring. Its scope is the caller's: the OWNERs of an organization in OPERATOR_ORG_IDS
+(platform operators) see the whole platform; any other OWNER sees their own organization
+(provisioned on first contact, as generate does). ADMIN and MEMBER get 403."""
 
 import re
 
-from lib.auth import authenticate, require_role
+from lib.auth import Identity, authenticate, require_role
+from lib.config import settings
 from lib.errors import BadRequest
+from lib.generation import tenancy
 from lib.http import Request
-from lib.monitoring import DEFAULT_DAYS, MAX_DAYS, PLATFORM, dashboard
+from lib.monitoring import DEFAULT_DAYS, MAX_DAYS, PLATFORM, dashboard, organization_dashboard
 
 _DAYS = re.compile(r"^[0-9]{1,3}$")
 
@@ -24,6 +29,16 @@ def parse_days(query: dict[str, str]) -> int:
     return int(raw)
 
 
+def is_operator(identity: Identity) -> bool:
+    """Whether the caller acts for a platform operator organization (OPERATOR_ORG_IDS)."""
+    return identity.org_external_id is not None and \
+        identity.org_external_id in settings().operator_org_ids
+
+
 def monitoring(request: Request) -> dict:
-    require_role(authenticate(request.bearer_token()), "OWNER")
-    return dashboard(PLATFORM, parse_days(request.query))
+    identity = authenticate(request.bearer_token())
+    require_role(identity, "OWNER")
+    days = parse_days(request.query)
+    if is_operator(identity):
+        return dashboard(PLATFORM, days)
+    return organization_dashboard(tenancy.provision(identity).organization_id, days)

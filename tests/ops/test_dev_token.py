@@ -62,3 +62,31 @@ def test_make_dev_keeps_a_configured_clerk_key(keys_dir, monkeypatch):
                                   ["dev-token", "--user", "u", "--ttl", "0"]])
 def test_bad_arguments_are_usage_errors(args, keys_dir):
     assert run_cli(*args).returncode == 2
+
+
+def test_operator_token_sees_the_platform_and_an_owner_token_only_its_org(serve, keys_dir,
+                                                                          monkeypatch):
+    from ops.dev_token import DEV_OPERATOR_ORG
+
+    monkeypatch.delenv("OPERATOR_ORG_IDS", raising=False)
+    operator = run_cli("dev-token", "--user", "user_ops", "--operator").stdout.strip()
+    claims = jwt.decode(operator, dev_keys.public_pem(), algorithms=["RS256"])
+    assert (claims["o"]["id"], claims["metadata"]["role"]) == (DEV_OPERATOR_ORG, "OWNER")
+    owner = run_cli("dev-token", "--user", "user_c", "--org", "org_customer", "--role",
+                    "OWNER").stdout.strip()
+    key_line = run_cli("dev-token", "--user", "x", "--show-key").stdout.strip()
+    # What `make dev` configures the local stack with.
+    monkeypatch.setenv("CLERK_JWT_KEY", key_line)
+    monkeypatch.setenv("OPERATOR_ORG_IDS", DEV_OPERATOR_ORG)
+    config.reload()
+    url = serve("api/admin/monitoring.py") + "/api/admin/monitoring"
+    scopes = [httpx.get(url, headers={"Authorization": f"Bearer {token}"}).json()["scope"]
+              for token in (operator, owner)]
+    assert scopes == ["platform", "organization"]
+
+
+def test_operator_token_follows_operator_org_ids(keys_dir):
+    token = run_cli("dev-token", "--user", "u", "--operator",
+                    env={"OPERATOR_ORG_IDS": " org_first , org_second"}).stdout.strip()
+    assert jwt.decode(token, dev_keys.public_pem(), algorithms=["RS256"])["o"]["id"] == "org_first"
+    assert run_cli("dev-token", "--user", "u", "--operator", "--org", "o").returncode == 2

@@ -21,7 +21,8 @@ SECRETS = {
 }
 GOOD = {**SECRETS, "STRIPE_PRICE_TEAM": "price_team1", "STRIPE_PRICE_AGENCY": "price_ag1,price_ag2",
         "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/42", "SMTP_URL": "smtp://u:p@mail.local:587",
-        "EMAIL_FROM": "Ascendos <hello@example.com>"}
+        "EMAIL_FROM": "Ascendos <hello@example.com>",
+        "CLERK_AUTHORIZED_PARTIES": "https://app.example.com", "OPERATOR_ORG_IDS": "org_ops"}
 
 
 def _lines(stdout: str) -> dict[str, str]:
@@ -53,6 +54,7 @@ def test_a_complete_configuration_passes_and_no_secret_is_printed():
     ("STRIPE_PRICE_TEAM", "prod_123", "does not start with price_"),
     ("STRIPE_SECRET_KEY", "", "not set"),
     ("SMTP_URL", "http://mail.local", "scheme must be smtp or smtps"),
+    ("CLERK_AUTHORIZED_PARTIES", "", "not set"),
 ])
 def test_each_wrong_setting_fails_with_a_fix(name, value, message):
     result = run_cli("doctor", "--offline", env={**GOOD, name: value})

@@ -19,9 +19,9 @@ def test_block_ip_sets_the_runbook_key_with_its_ttl_and_records_why(app_env, red
     assert row == ("credential stuffing", "manual")
 
 
-def test_default_block_is_24_hours_and_ipv6_is_normalised(redis_direct):
+def test_default_block_is_24_hours_and_ipv6_blocks_its_64(redis_direct):
     assert main(["block-ip", "2001:DB8:0::1"]) == 0
-    assert 86390 <= redis_direct.ttl("blocked:ip:2001:db8::1") <= 86400
+    assert 86390 <= redis_direct.ttl("blocked:ip:2001:db8::/64") <= 86400
 
 
 def test_blocked_lists_ttl_and_reason_and_unblock_removes(redis_direct, capsys):

@@ -29,6 +29,7 @@ def seeded(app_env, redis_direct):
 @pytest.fixture
 def served(serve, monkeypatch):
     monkeypatch.setenv("CLERK_JWT_KEY", PUBLIC_PEM)
+    monkeypatch.setenv("OPERATOR_ORG_IDS", "org_1")  # the token below is a platform operator's
     config.reload()
     return serve("api/admin/monitoring.py")
 
@@ -88,3 +89,19 @@ def test_redis_down_still_prints_the_rest(seeded, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "BLOCKED IPS  Redis unavailable · blocked in the last hour: 1" in out
     assert "ORGANIZATIONS  total 2" in out
+
+
+def test_local_table_is_the_platform_view(seeded, capsys):
+    main(["monitoring", "--color", "never"])
+    assert capsys.readouterr().out.startswith("Ascendos monitoring · platform · generated ")
+
+
+def test_url_mode_with_a_customer_owner_shows_only_their_organization(seeded, served):
+    token = mint_token("user_customer", org_id="org_customer", role="OWNER")
+    result = run_cli("monitoring", "--url", served, "--token", token, "--color", "never")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "organization org_customer" in out and "ORGANIZATION  TRIAL" in out
+    assert "quota: 0 of" in out and "GENERATIONS PER DAY" in out and "LLM" in out
+    for platform_only in ("ALERTS", "ORGANIZATIONS", "BLOCKED IPS", "CRONS", "203.0.113.50"):
+        assert platform_only not in out
