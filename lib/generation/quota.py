@@ -162,13 +162,14 @@ SELECT coalesce((SELECT used FROM released),
 def record_success(reservation: Reservation, record: dict) -> None:
     """Mark the reserved generation succeeded with its accounting (`record`: provider, model,
     tokens, cost, price_version, latency, fallback, attempts). One statement; idempotent."""
-    db.execute(_SUCCEED, {**record, "id": reservation.generation_id})
+    db.execute(_SUCCEED, {"provider_request_id": None, **record, "id": reservation.generation_id})
 
 
 def release(reservation: Reservation, record: dict) -> int:
     """Mark the reserved generation failed and give its quota back, atomically; returns the
     month's `used` afterwards. Idempotent (a second call changes nothing)."""
     row = db.fetchone(
-        _FAIL, {**record, "id": reservation.generation_id, "month": reservation.month,
+        _FAIL, {"provider_request_id": None, **record, "id": reservation.generation_id,
+                "month": reservation.month,
                 "organization_id": reservation.organization_id})
     return row["used"] or 0
