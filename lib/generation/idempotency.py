@@ -88,8 +88,9 @@ def claim(identity: Identity, key: str, body: dict) -> Claim | None:
     (fail open: served without idempotency)."""
     redis_key, fp = _redis_key(identity, key), fingerprint(body)
     batch = redis.Batch()
+    # SET key value NX EX (Batch passes positional arguments: nx, xx, get, ex)
     won = batch.add("set", redis_key, json.dumps({"fp": fp, "state": "running"}),
-                    nx=True, ex=RUNNING_TTL_S)
+                    True, None, None, RUNNING_TTL_S)
     current = batch.add("get", redis_key)
     try:
         batch.run()
