@@ -52,12 +52,15 @@ class _FakeProvider:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):
+            def do_GET(self):  # the models endpoint (`ops doctor --live`)
                 with fake._lock:
                     fake.requests.append({"path": self.path, "method": "GET", "json": None,
                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    status = fake._script.pop(0) if fake._script else fake.status
                 if self.path.split("?")[0].rstrip("/") != "/v1/models":
                     return self._send(404, fake._error(404, f"no route {self.path}"))
+                if status != 200:
+                    return self._send(status, fake.error_body or fake._error(status, f"fake {status}"))
                 self._send(200, fake._models_page(fake.models or []))
 
             def do_POST(self):
