@@ -46,7 +46,7 @@ def _openai_models() -> tuple[set[str], dict[str, date | None]]:
 
     listed = set(typing.get_args(chat_model.ChatModel))
     tree = ast.parse(Path(chat_model.__file__).read_text())
-    notes = next(node.value.value for node in tree.body if isinstance(node, ast.Expr)
+    notes = next(str(node.value.value) for node in tree.body if isinstance(node, ast.Expr)
                  and isinstance(node.value, ast.Constant) and "Deprecated" in str(node.value.value))
     shutdowns: dict[str, date | None] = {}
     for entry in re.split(r"\n- ", notes):
