@@ -7,6 +7,7 @@ API, for the real SDKs to talk to (tests and bench/generate.py).
     anthropic = FakeAnthropic(input_tokens=11, output_tokens=7)
 
     openai.error_body = {...}       # the JSON of the next scripted errors (default: by status)
+    openai.success_body = {...}     # a 200 whose JSON is not a completion
     openai.models = ["gpt-5.4-mini"]  # what GET /v1/models lists (None: any requested model)
 
 Each keeps the JSON bodies and headers it received (`requests`), thread-safe, and answers
@@ -39,6 +40,7 @@ class _FakeProvider:
         self.status, self.delay_s = status, delay_s
         self.requests: list[dict] = []
         self.error_body: dict | None = None
+        self.success_body: dict | None = None  # a 200 that is not a completion
         self.models: list[str] | None = None
         self.last_request_id: str | None = None
         self._script: list[int] = []
@@ -114,7 +116,7 @@ class _FakeProvider:
         model = (body or {}).get("model")
         if self.models is not None and model not in self.models:
             return 404, self._model_not_found(str(model))
-        return 200, self._success(body or {})
+        return 200, self.success_body if self.success_body is not None else self._success(body or {})
 
 
 class FakeOpenAI(_FakeProvider):

@@ -211,6 +211,15 @@ def test_five_requests_that_fail_locally_do_not_open_the_breaker(stack, sql, red
     assert body["provider"] == "openai" and body["fallback"] is False
 
 
+def test_an_unparseable_provider_reply_counts_and_falls_back(stack, sql, redis_direct):
+    stack.openai.success_body = {"object": "not.a.completion"}
+    body = stack.post().json()
+    assert body["provider"] == "anthropic" and body["fallback"] is True
+    assert sql("SELECT primary_outcome, fallback_reason FROM generations") == \
+        [("failed", "bad_response")]
+    assert redis_direct.get("circuit:openai:failures") == "1"
+
+
 def test_server_errors_still_count(stack, redis_direct):
     stack.configure(CIRCUIT_BREAKER_THRESHOLD="2")
     stack.openai.status = 503
