@@ -6,7 +6,12 @@ API, for the real SDKs to talk to (tests and bench/generate.py).
     openai.delay_s = 3              # every answer waits (a hung provider)
     anthropic = FakeAnthropic(input_tokens=11, output_tokens=7)
 
-Each keeps the JSON bodies and headers it received (`requests`), thread-safe.
+    openai.error_body = {...}       # the JSON of the next scripted errors (default: by status)
+    openai.success_body = {...}     # a 200 whose JSON is not a completion
+    openai.models = ["gpt-5.4-mini"]  # what GET /v1/models lists (None: any requested model)
+
+Each keeps the JSON bodies and headers it received (`requests`), thread-safe, and answers
+with the provider's request-id header (`last_request_id`).
 """
 
 import json
@@ -27,12 +32,17 @@ _ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
 
 class _FakeProvider:
     path = "/"
+    request_id_header = "request-id"
 
     def __init__(self, text: str = "Hello from the fake provider.", input_tokens: int = 12,
                  output_tokens: int = 8, status: int = 200, delay_s: float = 0.0):
         self.text, self.input_tokens, self.output_tokens = text, input_tokens, output_tokens
         self.status, self.delay_s = status, delay_s
         self.requests: list[dict] = []
+        self.error_body: dict | None = None
+        self.success_body: dict | None = None  # a 200 that is not a completion
+        self.models: list[str] | None = None
+        self.last_request_id: str | None = None
         self._script: list[int] = []
         self._lock = threading.Lock()
         fake = self
@@ -44,15 +54,33 @@ class _FakeProvider:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):  # the models endpoint (`ops doctor --live`)
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "method": "GET", "json": None,
+                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    status = fake._script.pop(0) if fake._script else fake.status
+                if self.path.split("?")[0].rstrip("/") != "/v1/models":
+                    return self._send(404, fake._error(404, f"no route {self.path}"))
+                if status != 200:
+                    return self._send(status, fake.error_body or fake._error(status, f"fake {status}"))
+                self._send(200, fake._models_page(fake.models or []))
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = fake._answer(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
+                self._send(status, body)
+
+            def _send(self, status, body):
                 payload = json.dumps(body).encode()
+                request_id = f"req_{uuid.uuid4().hex[:16]}"
+                with fake._lock:
+                    fake.last_request_id = request_id
                 try:
                     self.send_response(status)
+                    self.send_header(fake.request_id_header, request_id)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -84,12 +112,16 @@ class _FakeProvider:
         if path.rstrip("/") != self.path:
             return 404, self._error(404, f"no route {path}")
         if status != 200:
-            return status, self._error(status, f"fake {status}")
-        return 200, self._success(body or {})
+            return status, self.error_body or self._error(status, f"fake {status}")
+        model = (body or {}).get("model")
+        if self.models is not None and model not in self.models:
+            return 404, self._model_not_found(str(model))
+        return 200, self.success_body if self.success_body is not None else self._success(body or {})
 
 
 class FakeOpenAI(_FakeProvider):
     path = "/v1/chat/completions"
+    request_id_header = "x-request-id"
 
     @property
     def base_url(self) -> str:
@@ -99,9 +131,18 @@ class FakeOpenAI(_FakeProvider):
         code = _OPENAI_ERRORS.get(status, "error")
         return {"error": {"message": message, "type": code, "param": None, "code": code}}
 
+    def _model_not_found(self, model: str) -> dict:
+        return {"error": {"message": f"The model `{model}` does not exist or you do not have "
+                          "access to it.", "type": "invalid_request_error", "param": None,
+                          "code": "model_not_found"}}
+
+    def _models_page(self, ids: list[str]) -> dict:
+        return {"object": "list", "data": [{"id": model, "object": "model", "created": 0,
+                                            "owned_by": "system"} for model in ids]}
+
     def _success(self, body: dict) -> dict:
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
-                "created": int(time.time()), "model": body.get("model", "gpt-4o-mini"),
+                "created": int(time.time()), "model": body.get("model", "gpt-5.4-mini"),
                 "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
                              "message": {"role": "assistant", "content": self.text}}],
                 "usage": {"prompt_tokens": self.input_tokens,
@@ -111,6 +152,7 @@ class FakeOpenAI(_FakeProvider):
 
 class FakeAnthropic(_FakeProvider):
     path = "/v1/messages"
+    request_id_header = "request-id"
 
     @property
     def base_url(self) -> str:
@@ -120,9 +162,18 @@ class FakeAnthropic(_FakeProvider):
         return {"type": "error", "error": {"type": _ANTHROPIC_ERRORS.get(status, "api_error"),
                                            "message": message}}
 
+    def _model_not_found(self, model: str) -> dict:
+        return {"type": "error", "error": {"type": "not_found_error", "message": f"model: {model}"}}
+
+    def _models_page(self, ids: list[str]) -> dict:
+        data = [{"type": "model", "id": model, "display_name": model,
+                 "created_at": "2026-01-01T00:00:00Z"} for model in ids]
+        return {"data": data, "has_more": False, "first_id": ids[0] if ids else None,
+                "last_id": ids[-1] if ids else None}
+
     def _success(self, body: dict) -> dict:
         return {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
-                "model": body.get("model", "claude-3-5-haiku-latest"),
+                "model": body.get("model", "claude-haiku-5-5"),
                 "content": [{"type": "text", "text": self.text}],
                 "stop_reason": "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}

@@ -6,6 +6,7 @@
 | Response time P95 | >2s     | >5s      |
 | Blocked IPs/hour  | >10     | >50      |
 | OpenAI errors     | >5%     | >20%     |
+| Provider misconfigured (requests/hour, issue 12) | - | >0 |
 
 A metric alerts when its value is strictly above a threshold (exactly 1% is not > 1%).
 Values are compared as exact fractions (a float at its shortest decimal form), so a rate
@@ -29,6 +30,9 @@ THRESHOLDS = (
     Threshold("p95_latency_ms", Fraction(2000), Fraction(5000), "ms"),
     Threshold("blocked_ips_per_hour", Fraction(10), Fraction(50), "count"),
     Threshold("openai_error_rate", Fraction(5, 100), Fraction(20, 100), "ratio"),
+    # A key, model or parameter the provider refuses: every request falls back (or fails)
+    # until someone fixes the configuration, so one is already critical.
+    Threshold("provider_misconfigured", Fraction(0), Fraction(0), "count"),
 )
 
 

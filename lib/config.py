@@ -231,12 +231,13 @@ VARS: tuple[Var, ...] = (
     Var("OPENAI_API_KEY", "openai_api_key", _LLM, "sk-...", secret=True, required=DEPLOYED,
         alternative="ANTHROPIC_API_KEY", unset="OpenAI is not used"),
     Var("OPENAI_BASE_URL", "openai_base_url", _LLM, "unset = OpenAI's own API", url),
-    Var("OPENAI_MODEL", "openai_model", _LLM, "the primary model", default="gpt-4o-mini"),
+    Var("OPENAI_MODEL", "openai_model", _LLM, "the primary model (check: ops doctor --live)",
+        default="gpt-5.4-mini"),
     Var("ANTHROPIC_API_KEY", "anthropic_api_key", _LLM, "sk-ant-...", secret=True,
         unset="no fallback provider"),
     Var("ANTHROPIC_BASE_URL", "anthropic_base_url", _LLM, "unset = Anthropic's own API", url),
-    Var("ANTHROPIC_MODEL", "anthropic_model", _LLM, "the fallback model",
-        default="claude-3-5-haiku-latest"),
+    Var("ANTHROPIC_MODEL", "anthropic_model", _LLM, "the fallback model (check: ops doctor "
+        "--live)", default="claude-haiku-5-5"),
     Var("LLM_TIMEOUT_S", "llm_timeout_s", _LLM, "each provider call's timeout", number, "25",
         _MICRO, 300),
     Var("CIRCUIT_BREAKER_THRESHOLD", "circuit_breaker_threshold", _LLM, "consecutive OpenAI "

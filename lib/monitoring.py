@@ -279,6 +279,9 @@ SELECT count(*) AS requests_24h,
                           AND (fallback_reason IS NULL OR fallback_reason <> ALL(%(skipped)s)))
            AS openai_tried_1h,
        count(*) FILTER (WHERE created_at > %(hour_ago)s AND fallback) AS fallbacks_1h,
+       count(*) FILTER (WHERE created_at > %(hour_ago)s
+                          AND attempts @> '[{"outcome": "misconfigured"}]') AS misconfigured_1h,
+       count(*) FILTER (WHERE attempts @> '[{"outcome": "misconfigured"}]') AS misconfigured_24h,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
            FILTER (WHERE created_at > %(hour_ago)s) AS p95_latency_ms_1h,
        coalesce(sum(input_tokens), 0) AS input_tokens,
@@ -309,6 +312,8 @@ def _live(window: Window, organization_id=None) -> dict[str, dict]:
             "openai_error_rate": _rate(row[f"openai_failed_{name}"], row[f"openai_tried_{name}"]),
             "fallback_rate": _rate(row[f"fallbacks_{name}"], requests),
             "p95_latency_ms": None if p95 is None else Fraction(p95).limit_denominator(1000),
+            # requests where a provider said our configuration is wrong (issue 12)
+            "provider_misconfigured": row[f"misconfigured_{name}"],
         }
     out["24h"]["tokens"] = _totals([{**row, "requests": row["requests_24h"]}])
     return out
@@ -351,7 +356,8 @@ def _public(metrics: dict) -> dict:
             "error_rate": plain(metrics["error_rate"]),
             "openai_error_rate": plain(metrics["openai_error_rate"]),
             "fallback_rate": plain(metrics["fallback_rate"]),
-            "p95_latency_ms": plain(metrics["p95_latency_ms"])}
+            "p95_latency_ms": plain(metrics["p95_latency_ms"]),
+            "provider_misconfigured": metrics["provider_misconfigured"]}
 
 
 def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | None = None) -> dict:
@@ -376,7 +382,8 @@ def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | N
     hour = live["1h"]
     current = {"error_rate": hour["error_rate"], "p95_latency_ms": hour["p95_latency_ms"],
                "openai_error_rate": hour["openai_error_rate"],
-               "blocked_ips_per_hour": summary["blocked_last_hour"]}
+               "blocked_ips_per_hour": summary["blocked_last_hour"],
+               "provider_misconfigured": hour["provider_misconfigured"]}
     return {
         "scope": PLATFORM,
         "generated_at": timestamp(window.now),

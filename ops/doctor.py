@@ -1,7 +1,8 @@
 """`doctor`: check every setting and reach Postgres and Redis, one line per check with a fix
 for each failure. Secrets are never printed: only their first characters (like the runbook's
 `echo $OPENAI_API_KEY | head -c 10`) and their length. Exit 1 when anything required is wrong;
-warnings (optional features off) don't fail.
+warnings (optional features off) don't fail. `--live` also asks each configured LLM
+provider's models endpoint whether the configured model id exists.
 
 What is checked comes from the table of variables in lib/config.py (`VARS`): each variable is
 parsed by lib.config, a variable production requires fails when unset, and one that is secret
@@ -38,6 +39,8 @@ def register(commands) -> None:
     p = commands.add_parser("doctor", help="check settings, Postgres and Redis",
                             description=__doc__)
     p.add_argument("--offline", action="store_true", help="check the settings only")
+    p.add_argument("--live", action="store_true", help="also ask each configured LLM provider's "
+                   "models endpoint whether the configured model exists")
     p.set_defaults(run=run)
     p = commands.add_parser("config-docs", help="write .env.example and docs/configuration.md "
                             "from lib/config.py", description=config_docs.__doc__)
@@ -217,10 +220,52 @@ def connectivity_checks() -> list[Check]:
     return checks
 
 
+_MODEL_FIX = {"openai": "OPENAI_MODEL", "anthropic": "ANTHROPIC_MODEL"}
+_KEY_FIX = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+_LIVE_TIMEOUT_S = 10
+
+
+def _listed_ids(provider) -> list[str]:
+    from lib.generation.llm.clients import client
+
+    sdk = client(provider.name, provider.api_key, provider.base_url)
+    return [model.id for model in sdk.models.list(timeout=_LIVE_TIMEOUT_S)]
+
+
+def provider_checks() -> list[Check]:
+    """`--live`: each configured provider's models endpoint (through its SDK), and whether the
+    configured model is among the ids it lists (a dated snapshot of an alias counts)."""
+    from lib.generation import llm
+    from lib.generation.llm import models
+
+    checks = []
+    for provider in llm.providers():
+        name, variable = f"{provider.name}-model", _MODEL_FIX[provider.name]
+        try:
+            ids = _listed_ids(provider)
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed check, not a traceback
+            status = getattr(exc, "status_code", None)
+            fix = (f"{_KEY_FIX[provider.name]} is refused: create a new key" if status in (401, 403)
+                   else f"check {provider.name.upper()}_BASE_URL and the provider's status page")
+            checks.append(Check(name, FAIL, f"models endpoint failed ({type(exc).__name__}"
+                                f"{f', HTTP {status}' if status else ''})", fix))
+            continue
+        if provider.model in ids or any(i.startswith(provider.model + "-") for i in ids):
+            checks.append(Check(name, OK, f"{provider.model} is listed"))
+            continue
+        known = [i for i in ids if models.spec_for(provider.name, i).family is not None]
+        suggestions = ", ".join((known or ids)[:5]) or "(the endpoint listed no models)"
+        checks.append(Check(name, FAIL, f"{provider.model} is not among the {len(ids)} models "
+                            "this key can use", f"set {variable} to one of: {suggestions}"))
+    return checks
+
+
 def run(args: argparse.Namespace) -> int:
     checks = settings_checks()
     if not args.offline:
         checks += connectivity_checks()
+    if args.live:
+        checks += provider_checks()
     width = max(len(c.name) for c in checks)
     for check in checks:
         fix = f"  -> {check.fix}" if check.level != OK and check.fix else ""

@@ -113,7 +113,7 @@ def test_repr_masks_every_secret(monkeypatch):
     text = repr(config.reload())
     for value in values.values():
         assert value not in text and "Q" * 8 not in text
-    assert "openai_api_key='***'" in text and "openai_model='gpt-4o-mini'" in text
+    assert "openai_api_key='***'" in text and "openai_model='gpt-5.4-mini'" in text
     assert "database_url='***'" in text and "quotas=PerPlan(trial=50" in text
 
 
@@ -127,12 +127,12 @@ def test_per_settings_builds_once_per_settings_value_and_reload_starts_afresh(mo
     cached = config.per_settings(build, close=closed.append)
     try:
         first = cached()
-        assert cached() is first and built == ["gpt-4o-mini"]
+        assert cached() is first and built == ["gpt-5.4-mini"]
         monkeypatch.setenv("OPENAI_MODEL", "gpt-x")
         assert cached() is first  # the environment is read again only on reload()
         config.reload()
         second = cached()
-        assert second is not first and built == ["gpt-4o-mini", "gpt-x"] and closed == [first]
+        assert second is not first and built == ["gpt-5.4-mini", "gpt-x"] and closed == [first]
     finally:
         config.per_settings._all.remove(cached)
 

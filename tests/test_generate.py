@@ -345,10 +345,12 @@ def test_quota_resets_with_the_utc_month(stack, sql):
 
 # --- providers: fallback, failures, circuit breaker ---------------------------------------
 
-@pytest.mark.parametrize("status,reason", [(500, "server_error"), (503, "server_error"),
-                                           (429, "rate_limited"), (401, "auth_error"),
-                                           (403, "auth_error"), (408, "timeout")])
-def test_openai_outage_errors_fall_back_to_anthropic(stack, sql, status, reason):
+@pytest.mark.parametrize("status,reason,outcome", [
+    (500, "server_error", "failed"), (503, "server_error", "failed"),
+    (429, "rate_limited", "failed"), (408, "timeout", "failed"),
+    (401, "auth_error", "misconfigured"), (403, "auth_error", "misconfigured"),
+    (404, "model_not_found", "misconfigured")])
+def test_openai_outage_errors_fall_back_to_anthropic(stack, sql, status, reason, outcome):
     stack.openai.status = status
     response = stack.post({"prompt": "hi", "system": "sys", "max_tokens": 50})
     assert response.status_code == 200, response.text
@@ -362,9 +364,9 @@ def test_openai_outage_errors_fall_back_to_anthropic(stack, sql, status, reason)
     assert "sk-ant-test" in (sent["headers"].get("x-api-key") or sent["headers"]["authorization"])
     [row] = sql("SELECT status, provider, fallback, fallback_reason, primary_outcome, attempts "
                 "FROM generations")
-    assert row[:5] == ("succeeded", "anthropic", True, reason, "failed")
+    assert row[:5] == ("succeeded", "anthropic", True, reason, outcome)
     assert [(a["provider"], a["outcome"], a.get("http_status")) for a in row[5]] == \
-        [("openai", "failed", status), ("anthropic", "succeeded", None)]
+        [("openai", outcome, status), ("anthropic", "succeeded", None)]
 
 
 def test_openai_timeout_falls_back_within_the_deadline(stack, sql):
@@ -382,9 +384,12 @@ def test_openai_connection_refused_falls_back(stack, sql):
     assert sql("SELECT fallback_reason FROM generations") == [("connection_error",)]
 
 
-def test_request_caused_400_is_not_retried_elsewhere_and_frees_the_quota(stack, sql):
+def test_request_caused_400_is_the_callers_not_retried_elsewhere_and_frees_the_quota(stack, sql):
     stack.openai.status = 400
-    error = _error(stack.post(), 502, "provider_rejected")
+    stack.openai.error_body = {"error": {
+        "message": "This model's maximum context length is 128000 tokens.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+    error = _error(stack.post(), 400, "provider_rejected")
     assert stack.anthropic.calls == 0
     assert error["quota"]["used"] == 0
     assert sql("SELECT status, primary_outcome, error_class FROM generations") == \

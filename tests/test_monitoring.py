@@ -150,7 +150,8 @@ def test_llm_rates_and_p95_over_the_last_hour_and_day(conn, org):
     data.generations(conn, org, NOW - timedelta(hours=2), 20, latency_ms=10000, fallback=True)
     llm = monitoring.dashboard(now=NOW)["llm"]
     assert llm["1h"] == {"requests": 20, "failed": 1, "error_rate": 0.05,
-                         "openai_error_rate": 0.1, "fallback_rate": 0.1, "p95_latency_ms": 1905.0}
+                         "openai_error_rate": 0.1, "fallback_rate": 0.1, "p95_latency_ms": 1905.0,
+                         "provider_misconfigured": 0}
     assert llm["24h"]["requests"] == 40
     assert llm["24h"]["openai_error_rate"] == pytest.approx(22 / 40)
     assert llm["24h"]["fallback_rate"] == pytest.approx(22 / 40)

@@ -31,14 +31,20 @@ from lib.observability import log, report
 
 MAX_PROMPT_CHARS = 20_000
 MAX_SYSTEM_CHARS = 20_000
+MAX_MESSAGES = 50
+MAX_CONVERSATION_CHARS = 60_000  # the sum of every message's content
 MAX_TOKENS = 4096
 DEFAULT_MAX_TOKENS = 1024
-_FIELDS = {"prompt", "system", "max_tokens", "temperature"}
+_FIELDS = {"prompt", "messages", "system", "max_tokens", "temperature"}
+ROLES = ("user", "assistant")
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str
+    """`messages` is the conversation ([{"role", "content"}], first and last from the user);
+    a `prompt` is one user message."""
+
+    messages: tuple[dict, ...]
     system: str | None
     max_tokens: int
     temperature: float | None
@@ -61,23 +67,55 @@ def _text_error(text: str) -> str | None:
     return None
 
 
+def _prompt_text(name: str, value, limit: int) -> str:
+    if not isinstance(value, str):
+        raise _field_error(name, "required, a string")
+    if not 1 <= len(value) <= limit or not value.strip():
+        raise _field_error(name, f"must be 1 to {limit} characters of text, not blank")
+    problem = _text_error(value)
+    if problem:
+        raise _field_error(name, problem)
+    return value
+
+
+def _messages(value) -> tuple[dict, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_MESSAGES:
+        raise _field_error("messages", f"must be a list of 1 to {MAX_MESSAGES} messages")
+    parsed, total = [], 0
+    for index, message in enumerate(value):
+        name = f"messages[{index}]"
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise _field_error(name, 'must be {"role": ..., "content": ...}')
+        if message["role"] not in ROLES:
+            raise _field_error(f"{name}.role", "must be \"user\" or \"assistant\"")
+        content = _prompt_text(f"{name}.content", message["content"], MAX_PROMPT_CHARS)
+        total += len(content)
+        parsed.append({"role": message["role"], "content": content})
+    if total > MAX_CONVERSATION_CHARS:
+        raise _field_error("messages", f"at most {MAX_CONVERSATION_CHARS} characters in all")
+    if parsed[0]["role"] != "user" or parsed[-1]["role"] != "user":
+        raise _field_error("messages", "the first and the last message must be the user's")
+    return tuple(parsed)
+
+
 def parse_generation_request(body: dict) -> GenerationRequest:
     """Validate the JSON body; raises BadRequest naming the offending field. Pure."""
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise _field_error(unknown[0][:64], "unknown field")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise _field_error("prompt", "required, a string")
-    if not 1 <= len(prompt) <= MAX_PROMPT_CHARS or not prompt.strip():
-        raise _field_error("prompt", f"must be 1 to {MAX_PROMPT_CHARS} characters, not blank")
+    if ("prompt" in body) == ("messages" in body):
+        raise _field_error("prompt", "send exactly one of prompt and messages")
+    if "messages" in body:
+        messages = _messages(body["messages"])
+    else:
+        messages = ({"role": "user",
+                     "content": _prompt_text("prompt", body["prompt"], MAX_PROMPT_CHARS)},)
     system = body.get("system")
     if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
         raise _field_error("system", f"must be a string of at most {MAX_SYSTEM_CHARS} characters")
-    for name, text in (("prompt", prompt), ("system", system or "")):
-        problem = _text_error(text)
-        if problem:
-            raise _field_error(name, problem)
+    problem = _text_error(system or "")
+    if problem:
+        raise _field_error("system", problem)
     max_tokens = body.get("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or \
             not 1 <= max_tokens <= MAX_TOKENS:
@@ -90,7 +128,7 @@ def parse_generation_request(body: dict) -> GenerationRequest:
                 not 0 <= temperature <= 2:
             raise _field_error("temperature", "must be a number from 0 to 2")
         temperature = float(temperature)
-    return GenerationRequest(prompt, system or None, max_tokens, temperature)
+    return GenerationRequest(messages, system or None, max_tokens, temperature)
 
 
 @dataclass(frozen=True)
@@ -115,6 +153,7 @@ class Generation:
     output_tokens: int
     cost_usd: Decimal
     quota: dict
+    provider_request_id: str | None = None
 
 
 def _checks(ip: str, user_id: str | None, limit_ip: bool):
@@ -166,7 +205,7 @@ def generate(identity: Identity, params: GenerationRequest,
     breaker = admission.breaker
     started = time.monotonic()
     try:
-        outcome = llm.complete(params.prompt, params.system, params.max_tokens,
+        outcome = llm.complete(params.messages, params.system, params.max_tokens,
                                params.temperature,
                                skip_primary_reason="circuit_open" if breaker.open else None)
     except llm.ProviderUnavailable as exc:
@@ -186,7 +225,8 @@ def generate(identity: Identity, params: GenerationRequest,
         quota.record_success(reservation, {
             **_common_record(outcome, started), "provider": outcome.provider, "model": reply.model,
             "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-            "cost_usd": cost, "price_version": price.version})
+            "cost_usd": cost, "price_version": price.version,
+            "provider_request_id": reply.request_id})
     except AppError as exc:
         # The text exists and the quota stays reserved (the row stays pending); losing the
         # answer the user already waited for would be worse than a gap in the accounting.
@@ -195,12 +235,15 @@ def generate(identity: Identity, params: GenerationRequest,
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))
     return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,
                       outcome.fallback, reply.input_tokens, reply.output_tokens, cost,
-                      reservation.quota())
+                      reservation.quota(), reply.request_id)
 
 
 def _update_breaker(breaker: circuit_breaker.BreakerState, outcome: llm.Outcome) -> None:
+    """Only provider-side outcomes move the breaker (issue 11): `failed` (5xx, 429, timeout,
+    connection, unparseable reply) counts, a success resets. A misconfiguration, a request the
+    provider rejected and a skip leave it alone; a local exception never gets here."""
     primary = next((a for a in outcome.attempts if a.provider == llm.PRIMARY), None)
-    if primary is None or primary.outcome in ("skipped", "rejected"):
+    if primary is None or primary.outcome not in ("failed", "succeeded"):
         return
     if primary.outcome == "failed":
         circuit_breaker.record_failure(breaker)
@@ -215,6 +258,7 @@ def _common_record(outcome: llm.Outcome, started: float) -> dict:
 
 
 def _failure_record(outcome: llm.Outcome, started: float, exc: BaseException | None = None) -> dict:
+    tried = [a for a in outcome.attempts if a.outcome != "skipped"]
     return {**_common_record(outcome, started), "provider": outcome.last_provider,
-            "model": outcome.model,
+            "model": outcome.model, "provider_request_id": tried[-1].request_id if tried else None,
             "error_class": type(exc).__name__ if exc is not None else outcome.error_class}

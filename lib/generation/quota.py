@@ -131,7 +131,8 @@ SET status = 'succeeded', provider = %(provider)s, model = %(model)s,
     input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s, cost_usd = %(cost_usd)s,
     price_version = %(price_version)s, latency_ms = %(latency_ms)s, fallback = %(fallback)s,
     fallback_reason = %(fallback_reason)s, error_class = NULL,
-    primary_outcome = %(primary_outcome)s, attempts = %(attempts)s, completed_at = now()
+    primary_outcome = %(primary_outcome)s, attempts = %(attempts)s, completed_at = now(),
+    provider_request_id = %(provider_request_id)s
 WHERE id = %(id)s AND status = 'pending'"""
 
 # Closing the row and returning the reservation in one statement: the `status = 'pending'`
@@ -142,7 +143,8 @@ WITH failed AS (
     SET status = 'failed', provider = %(provider)s, model = %(model)s,
         latency_ms = %(latency_ms)s, fallback = %(fallback)s, fallback_reason = %(fallback_reason)s,
         error_class = %(error_class)s, primary_outcome = %(primary_outcome)s,
-        attempts = %(attempts)s, completed_at = now()
+        attempts = %(attempts)s, completed_at = now(),
+        provider_request_id = %(provider_request_id)s
     WHERE id = %(id)s AND status = 'pending'
     RETURNING organization_id
 ),
@@ -160,13 +162,14 @@ SELECT coalesce((SELECT used FROM released),
 def record_success(reservation: Reservation, record: dict) -> None:
     """Mark the reserved generation succeeded with its accounting (`record`: provider, model,
     tokens, cost, price_version, latency, fallback, attempts). One statement; idempotent."""
-    db.execute(_SUCCEED, {**record, "id": reservation.generation_id})
+    db.execute(_SUCCEED, {"provider_request_id": None, **record, "id": reservation.generation_id})
 
 
 def release(reservation: Reservation, record: dict) -> int:
     """Mark the reserved generation failed and give its quota back, atomically; returns the
     month's `used` afterwards. Idempotent (a second call changes nothing)."""
     row = db.fetchone(
-        _FAIL, {**record, "id": reservation.generation_id, "month": reservation.month,
+        _FAIL, {"provider_request_id": None, **record, "id": reservation.generation_id,
+                "month": reservation.month,
                 "organization_id": reservation.organization_id})
     return row["used"] or 0

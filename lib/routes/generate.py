@@ -11,7 +11,7 @@ import math
 
 from lib import auth
 from lib.errors import AppError, RateLimited
-from lib.generation import generation, rate_limits
+from lib.generation import generation, idempotency, rate_limits
 from lib.http import Request, Response
 
 
@@ -25,16 +25,33 @@ def post(request: Request) -> Response:
         admission = generation.admit(request.client_ip, identity, auth_error)
     except rate_limits.RateLimitExceeded as exc:
         raise rate_limited(exc) from None
-    params = generation.parse_generation_request(request.json())
-    result = generation.generate(identity, params, admission)
+    body = request.json()
+    params = generation.parse_generation_request(body)
     limit = admission.user_limit
     headers = rate_limit_headers(limit) if limit is not None else {}
-    return Response(200, {
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    held = idempotency.claim(identity, key, body) if key is not None else None
+    if held is not None and held.replay is not None:
+        return Response(200, held.replay, {**headers, idempotency.REPLAYED_HEADER: "true"})
+    try:
+        result = generation.generate(identity, params, admission)
+    except BaseException:
+        idempotency.release(held)
+        raise
+    payload = response_body(result)
+    idempotency.store(held, payload)
+    return Response(200, payload, headers)
+
+
+def response_body(result: generation.Generation) -> dict:
+    """The 200 body (also the stored response an idempotent retry gets again)."""
+    return {
         "id": str(result.id), "text": result.text, "provider": result.provider,
         "model": result.model, "fallback": result.fallback,
         "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
                   "total_tokens": result.input_tokens + result.output_tokens},
-        "cost_usd": float(result.cost_usd), "quota": result.quota}, headers)
+        "cost_usd": float(result.cost_usd), "quota": result.quota,
+        "provider_request_id": result.provider_request_id}
 
 
 def rate_limit_headers(limit: rate_limits.LimitResponse) -> dict[str, str]:

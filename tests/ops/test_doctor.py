@@ -106,3 +106,55 @@ def test_every_variable_production_requires_is_checked_and_every_check_is_a_vari
 def test_config_docs_reports_the_generated_files_up_to_date():
     result = run_cli("config-docs", "--check")
     assert result.returncode == 0 and "up to date" in result.stdout
+
+
+# --- --live: the providers' models endpoints (issue 12) -----------------------------------
+
+@pytest.fixture
+def providers():
+    from devtools.fake_llm import FakeAnthropic, FakeOpenAI
+
+    openai, anthropic = FakeOpenAI(), FakeAnthropic()
+    openai.models = ["gpt-4.1-mini", "gpt-5.4-mini", "gpt-5.4-mini-2026-03-17"]
+    anthropic.models = ["claude-haiku-5-5-20260901", "claude-sonnet-5"]
+    yield openai, anthropic
+    openai.close()
+    anthropic.close()
+
+
+def _live_env(openai, anthropic, **extra: str) -> dict[str, str]:
+    return {**GOOD, "OPENAI_BASE_URL": openai.base_url, "ANTHROPIC_BASE_URL": anthropic.base_url,
+            "OPENAI_MODEL": "gpt-5.4-mini", "ANTHROPIC_MODEL": "claude-haiku-5-5", **extra}
+
+
+def test_live_passes_when_both_models_exist(providers):
+    openai, anthropic = providers
+    result = run_cli("doctor", "--live", env=_live_env(openai, anthropic))
+    assert result.returncode == 0, result.stdout
+    lines = _lines(result.stdout)
+    assert lines["openai-model"].startswith("ok") and "gpt-5.4-mini is listed" in lines["openai-model"]
+    assert lines["anthropic-model"].startswith("ok")  # an alias of a dated snapshot
+    assert [r["path"].split("?")[0] for r in openai.requests] == ["/v1/models"]
+    sent = anthropic.requests[0]["headers"]
+    assert SECRETS["ANTHROPIC_API_KEY"] in (sent.get("x-api-key") or sent["authorization"])
+
+
+def test_live_fails_with_the_fix_when_a_model_is_missing(providers):
+    openai, anthropic = providers
+    result = run_cli("doctor", "--live", env=_live_env(
+        openai, anthropic, ANTHROPIC_MODEL="claude-3-5-haiku-latest"))
+    assert result.returncode == 1, result.stdout
+    line = _lines(result.stdout)["anthropic-model"]
+    assert line.startswith("FAIL") and "claude-3-5-haiku-latest is not among the 2 models" in line
+    assert "set ANTHROPIC_MODEL to one of: claude-haiku-5-5-20260901, claude-sonnet-5" in line
+    assert _lines(result.stdout)["openai-model"].startswith("ok")
+
+
+def test_live_says_when_the_key_is_refused(providers):
+    openai, anthropic = providers
+    openai.status = 401
+    result = run_cli("doctor", "--live", env=_live_env(openai, anthropic))
+    assert result.returncode == 1
+    line = _lines(result.stdout)["openai-model"]
+    assert "HTTP 401" in line and "OPENAI_API_KEY is refused" in line
+    assert SECRETS["OPENAI_API_KEY"][:12] not in result.stdout

@@ -1,9 +1,16 @@
 """LLM completions: OpenAI first, Anthropic as the fallback, under one overall deadline.
 
-Falls back on what says "this provider can't serve now": 429, 408, 5xx, timeouts,
-connection errors, unparseable replies and 401/403 (the runbook: an invalid key means
-switching to Anthropic). A 4xx the request itself caused (400, 404, 413, 422, ...) is
-`rejected` and not retried elsewhere: the other provider would most likely refuse it too.
+Falls back on what says "this provider can't serve now" (`failed`: 429, 408, 5xx, timeouts,
+connection errors, unparseable replies) and on what says "our configuration of it is wrong"
+(`misconfigured`: 401/403, the runbook's invalid key; 404, model not found; 400 naming an
+unsupported parameter or value). A misconfiguration is reported at most once per instance
+per MISCONFIGURED_REPORT_S for each provider and reason. A 4xx the request itself caused (a
+context too long, ...) is `rejected`: the caller's 400, not retried elsewhere (the other
+provider would most likely refuse it too).
+
+Only provider-side outcomes are caught here. Anything else raised while building or sending
+the request (an SDK encoding error, a bug) propagates: the edge answers 500 and reports it,
+and the circuit breaker never sees it (issue 11).
 
 Deadline: LLM_TIMEOUT_S covers every attempt. With a fallback configured the primary gets at
 most PRIMARY_SHARE of it, so a hung primary still leaves the fallback time to answer. A cold
@@ -12,14 +19,19 @@ instance's SDK import is not counted against it (see `complete`); vercel.json's 
 SDK-level retries are off (see the provider modules). SDKs are imported on first use.
 """
 
+import json
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
 from lib.config import settings
 from lib.errors import ProviderUnavailable, ServiceUnavailable
-from lib.generation.llm.types import Attempt, Reply
+from lib.generation.llm.types import Attempt, BadProviderResponse, Reply
+from lib.observability import log, report
 
 PRIMARY_SHARE = 0.6
+MISCONFIGURED_REPORT_S = 300
 _MIN_ATTEMPT_S = 0.5  # below this a call can't complete; record it as skipped instead
 
 
@@ -28,7 +40,15 @@ class NoProviderConfigured(ServiceUnavailable):
 
 
 class ProviderRejected(ProviderUnavailable):
-    code, default_message = "provider_rejected", "The LLM provider rejected the request"
+    """A 4xx the request itself caused (e.g. a context too long): the caller's 400."""
+
+    status, code, default_message = 400, "provider_rejected", "The LLM provider rejected the request"
+
+
+class ProviderMisconfigured(ProviderUnavailable):
+    """Every provider tried said our configuration of it is wrong (key, model, parameter)."""
+
+    code, default_message = "provider_misconfigured", "The LLM providers are misconfigured"
 
 
 @dataclass(frozen=True)
@@ -51,8 +71,8 @@ class Provider:
 
         client(self.name, self.api_key, self.base_url)
 
-    def complete(self, prompt, system, max_tokens, temperature, timeout) -> Reply:
-        return self._module().complete(self.api_key, self.base_url, self.model, prompt, system,
+    def complete(self, messages, system, max_tokens, temperature, timeout) -> Reply:
+        return self._module().complete(self.api_key, self.base_url, self.model, messages, system,
                                        max_tokens, temperature, timeout)
 
 
@@ -76,7 +96,8 @@ class Outcome:
     @property
     def fallback_reason(self) -> str | None:
         first = self.attempts[0] if self.attempts else None
-        return first.reason if first and first.outcome in ("failed", "skipped") else None
+        return first.reason if first and first.outcome in ("failed", "misconfigured", "skipped") \
+            else None
 
     @property
     def error_class(self) -> str | None:
@@ -115,9 +136,41 @@ def require_provider() -> None:
         raise NoProviderConfigured()
 
 
-def classify(exc: BaseException) -> tuple[str, str, int | None]:
-    """(outcome, reason, http status) of a provider call's exception. Both SDKs raise the
-    same shapes (APIStatusError with status_code, APITimeoutError, APIConnectionError)."""
+_PROVIDER_MODULES = ("openai", "anthropic")
+_UNSUPPORTED = ("unsupported_parameter", "unsupported_value", "unsupported parameter",
+                "unsupported value", "not supported", "does not support")
+
+
+def _is_provider_error(exc: BaseException) -> bool:
+    """Whether `exc` is the provider's doing: an SDK APIError (HTTP status, timeout,
+    connection, response validation), a 2xx that isn't a completion, or a body that isn't
+    JSON. An SDK's local errors (encoding a lone surrogate, a TypeError) are not."""
+    if isinstance(exc, (BadProviderResponse, json.JSONDecodeError)):
+        return True
+    for name in _PROVIDER_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and isinstance(exc, module.APIError):
+            return True
+    return False
+
+
+def _error_text(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    parts = [str(getattr(exc, "code", "") or "")]
+    if isinstance(error, dict):
+        parts += [str(error.get(key) or "") for key in ("code", "type", "message")]
+    else:
+        parts.append(str(getattr(exc, "message", "") or ""))
+    return " ".join(parts).lower()
+
+
+def classify(exc: BaseException) -> tuple[str, str, int | None] | None:
+    """(outcome, reason, http status) of a provider call's exception, or None when it is not
+    the provider's doing (a local error: re-raised). Both SDKs raise the same shapes
+    (APIStatusError with status_code and body, APITimeoutError, APIConnectionError)."""
+    if not _is_provider_error(exc):
+        return None
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     if isinstance(status, int):
@@ -128,7 +181,14 @@ def classify(exc: BaseException) -> tuple[str, str, int | None]:
         if status >= 500:
             return "failed", "server_error", status
         if status in (401, 403):
-            return "failed", "auth_error", status
+            return "misconfigured", "auth_error", status
+        if status == 404:
+            return "misconfigured", "model_not_found", status
+        text = _error_text(exc)
+        if "model_not_found" in text:
+            return "misconfigured", "model_not_found", status
+        if any(marker in text for marker in _UNSUPPORTED):
+            return "misconfigured", "unsupported_parameter", status
         return "rejected", "request_rejected", status
     if "Timeout" in name:
         return "failed", "timeout", None
@@ -137,11 +197,31 @@ def classify(exc: BaseException) -> tuple[str, str, int | None]:
     return "failed", "bad_response", None  # e.g. a reply the SDK couldn't parse
 
 
-def complete(prompt: str, system: str | None, max_tokens: int, temperature: float | None,
+_reported: dict[tuple[str, str], float] = {}
+_reported_lock = threading.Lock()
+
+
+def report_misconfigured(provider: "Provider", reason: str, status: int | None,
+                         exc: BaseException) -> None:
+    """Log every misconfiguration; send it to Sentry at most once per MISCONFIGURED_REPORT_S
+    per instance, provider and reason (every request would otherwise report it)."""
+    log("provider_misconfigured", level="error", provider=provider.name, model=provider.model,
+        reason=reason, http_status=status)
+    now, key = time.monotonic(), (provider.name, reason)
+    with _reported_lock:
+        if now - _reported.get(key, -MISCONFIGURED_REPORT_S) < MISCONFIGURED_REPORT_S:
+            return
+        _reported[key] = now
+    report(exc, component="llm", provider=provider.name, model=provider.model,
+           reason=f"misconfigured:{reason}", http_status=status)
+
+
+def complete(messages, system: str | None, max_tokens: int, temperature: float | None,
              skip_primary_reason: str | None = None) -> Outcome:
     """Try each configured provider in order until one answers. Returns the Outcome (with
     every attempt); raises ProviderRejected / ProviderUnavailable (502), carrying it as
-    `.outcome`, when none did. `skip_primary_reason` (e.g. "circuit_open") skips OpenAI."""
+    `.outcome`, when none did. `messages` is the conversation ([{"role", "content"}], user
+    first and last). `skip_primary_reason` (e.g. "circuit_open") skips OpenAI."""
     configured = providers()
     if not configured:
         raise NoProviderConfigured()
@@ -167,19 +247,30 @@ def complete(prompt: str, system: str | None, max_tokens: int, temperature: floa
             continue
         started = time.monotonic()
         try:
-            reply = provider.complete(prompt, system, max_tokens, temperature, budget)
-        except Exception as exc:  # every SDK failure is classified and recorded (BLE001 sees exc used)
-            result, reason, status = classify(exc)
+            reply = provider.complete(messages, system, max_tokens, temperature, budget)
+        except Exception as exc:  # provider-side failures are classified; the rest re-raised
+            classified = classify(exc)
+            if classified is None:
+                raise
+            result, reason, status = classified
+            response = getattr(exc, "response", None)
+            request_id = response.headers.get("x-request-id") or \
+                response.headers.get("request-id") if response is not None else None
             outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
-                                            type(exc).__name__, status, _ms(started)))
+                                            type(exc).__name__, status, _ms(started), request_id))
+            if result == "misconfigured":
+                report_misconfigured(provider, reason, status, exc)
             if result == "rejected":
                 raise ProviderRejected(f"{provider.name} rejected the request (HTTP {status})",
                                        outcome=outcome) from exc
             continue
         outcome.attempts.append(Attempt(provider.name, reply.model, "succeeded",
-                                        latency_ms=_ms(started)))
+                                        latency_ms=_ms(started), request_id=reply.request_id))
         outcome.reply, outcome.provider = reply, provider.name
         return outcome
+    tried = [a for a in outcome.attempts if a.outcome != "skipped"]
+    if tried and all(a.outcome == "misconfigured" for a in tried):
+        raise ProviderMisconfigured(outcome=outcome)
     raise ProviderUnavailable(outcome=outcome)
 
 

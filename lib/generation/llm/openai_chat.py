@@ -1,18 +1,30 @@
 """OpenAI chat completions through the official SDK."""
 
+from lib.generation.llm import models
 from lib.generation.llm.clients import client
-from lib.generation.llm.types import Reply
+from lib.generation.llm.types import BadProviderResponse, Reply
 
 
-def complete(api_key: str, base_url: str | None, model: str, prompt: str, system: str | None,
+def request(model: str, messages, system: str | None, max_tokens: int,
+            temperature: float | None) -> dict:
+    """The chat.completions.create arguments for `model` (from the model table): `system`
+    as the first message, then the conversation. Pure; shared with streaming."""
+    spec = models.spec_for("openai", model)
+    sent = ([{"role": "system", "content": system}] if system else []) + \
+        [{"role": m["role"], "content": m["content"]} for m in messages]
+    return {"model": model, "messages": sent, **models.sampling(spec, max_tokens, temperature)}
+
+
+def complete(api_key: str, base_url: str | None, model: str, messages, system: str | None,
              max_tokens: int, temperature: float | None, timeout: float) -> Reply:
-    messages = ([{"role": "system", "content": system}] if system else []) + \
-        [{"role": "user", "content": prompt}]
-    extra = {} if temperature is None else {"temperature": temperature}
     response = client("openai", api_key, base_url).chat.completions.create(
-        model=model, messages=messages, max_tokens=max_tokens, timeout=timeout, **extra)
+        **request(model, messages, system, max_tokens, temperature), timeout=timeout)
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        raise BadProviderResponse("chat completion without choices")
     usage = response.usage
-    text = response.choices[0].message.content or "" if response.choices else ""
+    text = choices[0].message.content or "" if choices else ""
     return Reply(text=text, model=response.model or model,
                  input_tokens=usage.prompt_tokens if usage else 0,
-                 output_tokens=usage.completion_tokens if usage else 0)
+                 output_tokens=usage.completion_tokens if usage else 0,
+                 request_id=getattr(response, "_request_id", None))
