@@ -280,8 +280,8 @@ SELECT count(*) AS requests_24h,
            AS openai_tried_1h,
        count(*) FILTER (WHERE created_at > %(hour_ago)s AND fallback) AS fallbacks_1h,
        count(*) FILTER (WHERE created_at > %(hour_ago)s
-                          AND attempts @> '[{"outcome": "misconfigured"}]') AS misconfigured_1h,
-       count(*) FILTER (WHERE attempts @> '[{"outcome": "misconfigured"}]') AS misconfigured_24h,
+                          AND attempts @> '[{{"outcome": "misconfigured"}}]') AS misconfigured_1h,
+       count(*) FILTER (WHERE attempts @> '[{{"outcome": "misconfigured"}}]') AS misconfigured_24h,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)
            FILTER (WHERE created_at > %(hour_ago)s) AS p95_latency_ms_1h,
        coalesce(sum(input_tokens), 0) AS input_tokens,

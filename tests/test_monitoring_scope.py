@@ -135,7 +135,7 @@ def test_organization_scope_is_exact_with_two_busy_tenants(url, conn):
                 "total_tokens": input_tokens + output_tokens, "cost_usd": pytest.approx(cost)}
 
     live = {"requests": 10, "failed": 2, "error_rate": 0.2, "openai_error_rate": 0.2,
-            "fallback_rate": 0.2, "p95_latency_ms": 1500.0}
+            "fallback_rate": 0.2, "p95_latency_ms": 1500.0, "provider_misconfigured": 0}
     assert body == {
         "scope": "organization",
         "days": 7,
