@@ -131,6 +131,10 @@ class DatabaseBusy(ServiceUnavailable):
 
     code, default_message = "database_busy", "Database busy, please retry"
 
+    def __init__(self, message: str | None = None, **kwargs):
+        kwargs.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kwargs)
+
 
 class WebhookNotApplied(AppError):
     """The event could not be applied; it stays unrecorded, so the sender's retry applies it."""
