@@ -165,7 +165,8 @@ class Run:
         with psycopg.connect(self.app_url, autocommit=True) as admin:
             while not self.stop.wait(1.0):
                 n = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                  "WHERE application_name = 'ascendos' AND pid <> pg_backend_pid()"
+                                  "WHERE application_name = 'ascendos' AND datname = current_database() "
+                                  "AND pid <> pg_backend_pid()"
                                   ).fetchone()[0]
                 with self.lock:
                     self.faults["pg_terminate_backend"] += n

@@ -17,6 +17,11 @@ from lib.jobs import cron
 from tests.support.cli import run_cli
 
 
+# The cron lock's holder in this test database (the server is shared with other sessions).
+_OUR_ADVISORY_LOCK = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                      "database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
 def _pids(n: int) -> list[int]:
     """Open `n` pooled connections at once and give them back: n idle connections."""
     with ExitStack() as stack:
@@ -90,8 +95,9 @@ def test_the_ceiling_counts_connections_in_use_not_only_idle(monkeypatch, databa
     with psycopg.connect(database_url, autocommit=True) as admin:
         peak = 0
         for _ in range(20):
-            peak = max(peak, admin.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                                           "application_name = 'ascendos'").fetchone()[0])
+            peak = max(peak, admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ascendos' "
+                "AND datname = current_database()").fetchone()[0])
     inside.wait()
     for t in threads:
         t.join(10)
@@ -164,7 +170,7 @@ def test_a_cron_whose_lock_connection_dies_stops_and_is_interrupted(cron_secret,
             batches.append(1)
             if len(batches) == 2:
                 lock_pid = sql.execute(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()["pid"]
+                    _OUR_ADVISORY_LOCK).fetchone()["pid"]
                 sql.execute("SELECT pg_terminate_backend(%s)", (lock_pid,))
                 # the lock is free: another run takes it and finishes its own (overlapping) work
                 second_result.append(cron.run_exclusively("purge", lambda b: {"complete": True}))
@@ -184,7 +190,7 @@ def test_a_lock_lost_after_the_last_batch_is_never_recorded_as_success(cron_secr
     def work(budget):
         budget.keep_going()
         lock_pid = sql.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()["pid"]
+            _OUR_ADVISORY_LOCK).fetchone()["pid"]
         sql.execute("SELECT pg_terminate_backend(%s)", (lock_pid,))
         return {"complete": True}
 

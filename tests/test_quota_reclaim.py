@@ -211,7 +211,8 @@ def test_a_failed_settle_is_retried_on_a_fresh_connection(database_url, sql):
         pid = None
         for _ in range(200):
             found = sql.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
-                                "'ascendos' AND wait_event_type = 'Lock'").fetchone()
+                                "'ascendos' AND wait_event_type = 'Lock' "
+                                "AND datname = current_database()").fetchone()
             if found:
                 pid = found["pid"]
                 break

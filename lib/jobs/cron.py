@@ -77,8 +77,10 @@ UPDATE cron_runs SET status = 'interrupted', finished_at = now(), complete = fal
        counts = %s, error = 'interrupted: the lock connection was lost'
 WHERE id = %s AND status = 'running'
 """
+# clock_timestamp(): the success is written in the lock's transaction, whose now() is its start.
 _FINISH_RUN = """
-UPDATE cron_runs SET status = %s, finished_at = now(), complete = %s, counts = %s, error = %s
+UPDATE cron_runs SET status = %s, finished_at = clock_timestamp(), complete = %s, counts = %s,
+       error = %s
 WHERE id = %s
 """
 _RECORD_SKIPPED = """
