@@ -182,6 +182,9 @@ _ALERTS = "alerts"
 VARS: tuple[Var, ...] = (
     Var("DATABASE_URL", "database_url", _INFRA, "Neon pooled connection string; unset locally = "
         "embedded Postgres", url, secret=True, required=DEPLOYED),
+    Var("DATABASE_URL_UNPOOLED", "database_url_unpooled", _INFRA, "Neon direct (unpooled) "
+        "connection string, for migrations (session advisory lock)", url, secret=True,
+        unset="migrations use DATABASE_URL"),
     Var("UPSTASH_REDIS_REST_URL", "upstash_url", _INFRA, "unset locally = local Redis behind the "
         "Upstash proxy", base_url, required=DEPLOYED),
     Var("UPSTASH_REDIS_REST_TOKEN", "upstash_token", _INFRA, "set together with the URL",
@@ -197,6 +200,10 @@ VARS: tuple[Var, ...] = (
         integer, "3", 2, 30),
     Var("DB_IDLE_CHECK_S", "db_idle_check_s", _INFRA, "pooled connections idle longer are checked "
         "before reuse", number, "30", 0, 3600),
+    Var("DB_MAX_CONNECTIONS", "db_max_connections", _INFRA, "Postgres connections per instance "
+        "(in use + idle); see docs/deploying.md", integer, "5", 1, 100),
+    Var("DB_POOL_WAIT_S", "db_pool_wait_s", _INFRA, "how long a request waits for a connection "
+        "at the ceiling before 503 database_busy", number, "2", 0, 30),
     Var("REDIS_TIMEOUT_S", "redis_timeout_s", _INFRA, "every Redis request's timeout", number,
         "1.0", _MICRO, 30),
     Var("HEALTH_TIMEOUT_S", "health_timeout_s", _INFRA, "each health check's timeout", number,
@@ -215,6 +222,9 @@ VARS: tuple[Var, ...] = (
         "are platform operators (the platform-wide monitoring dashboard)", csv,
         unset="every OWNER sees only their own organization's dashboard"),
 
+    Var("RESERVATION_TIMEOUT_S", "reservation_timeout_s", _PLANS, "an unsettled quota "
+        "reservation is reclaimed after this (generate's maxDuration + margin)", number, "60",
+        1, 86400),
     Var("TRIAL_DAYS", "trial_days", _PLANS, "length of a new organization's trial", integer, "14",
         0, 365),
     Var("QUOTA_TRIAL", "quotas.trial", _PLANS, "generations per month on TRIAL", integer, "50"),
@@ -292,12 +302,15 @@ class Settings:
     environment: str
     # infrastructure
     database_url: str | None
+    database_url_unpooled: str | None
     upstash_url: str | None
     upstash_token: str | None
     sentry_dsn: str | None
     max_body_bytes: int
     db_connect_timeout_s: int
     db_idle_check_s: float
+    db_max_connections: int
+    db_pool_wait_s: float
     redis_timeout_s: float
     health_timeout_s: float
     # auth (Clerk)
@@ -307,6 +320,7 @@ class Settings:
     clerk_authorized_parties: tuple[str, ...]
     operator_org_ids: tuple[str, ...]
     # plans, quotas, protection
+    reservation_timeout_s: float
     trial_days: int
     quotas: PerPlan  # of int
     rate_limit_ip: Rate

@@ -16,8 +16,8 @@ Every AppError subclass in the tree, by status (defined here unless a module is 
 - 4xx/5xx MalformedRequest (status given: whatever http.server itself rejected)
 - 500 WebhookNotApplied, ConfigError
 - 502 ProviderUnavailable, and ProviderRejected (llm)
-- 503 ServiceUnavailable: AuthUnavailable, MaintenanceMode, DatabaseUnavailable, and
-  NoProviderConfigured (llm)
+- 503 ServiceUnavailable: AuthUnavailable, MaintenanceMode, DatabaseUnavailable,
+  DatabaseBusy, and NoProviderConfigured (llm)
 """
 
 
@@ -124,6 +124,16 @@ class MaintenanceMode(ServiceUnavailable):
 
 class DatabaseUnavailable(ServiceUnavailable):
     code, default_message = "database_unavailable", "Database unavailable"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """Every connection this instance may open (DB_MAX_CONNECTIONS) stayed in use too long."""
+
+    code, default_message = "database_busy", "Database busy, please retry"
+
+    def __init__(self, message: str | None = None, **kwargs):
+        kwargs.setdefault("headers", {"Retry-After": "1"})
+        super().__init__(message, **kwargs)
 
 
 class WebhookNotApplied(AppError):

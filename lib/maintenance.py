@@ -25,11 +25,14 @@ DEFAULT_RETRY_AFTER_S = 600
 
 
 class _Cache:
-    """The last state read and until when it holds (one per settings value)."""
+    """The last state read and until when it holds (one per settings value). The lock guards
+    only these fields, never a read of the stores: one request refreshes an expired entry
+    while concurrent ones keep answering the previous state (no lock across network I/O)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.entry: tuple[float, State] | None = None  # (expires at, state)
+        self.refreshing = False
 
 
 _cache = per_settings(lambda cfg: _Cache())
@@ -94,9 +97,18 @@ def current() -> State:
         entry = cache.entry
         if entry is not None and time.monotonic() < entry[0]:
             return entry[1]
-        state = read()
-        cache.entry = (time.monotonic() + CACHE_S, state)
-        return state
+        if entry is not None and cache.refreshing:
+            return entry[1]  # another request is reading the stores: the last state meanwhile
+        cache.refreshing = True
+    try:
+        state = read()  # outside the lock: Redis, then maybe Postgres
+    finally:
+        with cache.lock:
+            cache.refreshing = False
+    with cache.lock:
+        if cache.entry is entry:  # not replaced meanwhile (e.g. by enable/disable)
+            cache.entry = (time.monotonic() + CACHE_S, state)
+    return state
 
 
 def _remember(state: State) -> None:

@@ -3,6 +3,10 @@
 `apply()` is idempotent and serialised by a Postgres advisory lock, so two runners at once
 apply each file exactly once. Each file runs in its own transaction with its bookkeeping row:
 a failing file leaves nothing behind and stops the run.
+
+The lock is session-level, which Neon's pooled endpoint (PgBouncer in transaction mode) doesn't
+support: `url()` is DATABASE_URL_UNPOOLED (Neon's direct connection string) when it is set,
+else DATABASE_URL.
 """
 
 import hashlib
@@ -12,6 +16,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
+
+from lib.config import Settings, settings
+from lib.errors import ConfigError
 
 _DIR = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x61736365  # "asce": one advisory lock id for every migration runner
@@ -37,6 +44,15 @@ class Migration:
 
 class MigrationError(Exception):
     pass
+
+
+def url(cfg: Settings | None = None) -> str:
+    """Where migrations run: DATABASE_URL_UNPOOLED when set, else DATABASE_URL."""
+    cfg = cfg or settings()
+    found = cfg.database_url_unpooled or cfg.database_url
+    if not found:
+        raise ConfigError("DATABASE_URL is not set")
+    return found
 
 
 def _files() -> list[Migration]:

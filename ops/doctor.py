@@ -204,7 +204,7 @@ def connectivity_checks() -> list[Check]:
     checks = []
     try:
         db.ping()
-        pending = [m.version for m in migrate.status(db.database_url()) if m.applied_at is None]
+        pending = [m.version for m in migrate.status(migrate.url()) if m.applied_at is None]
         checks.append(Check("postgres", OK, "SELECT 1 ok, migrations up to date") if not pending
                       else Check("postgres", FAIL, f"{len(pending)} migration(s) pending: "
                                  f"{', '.join(pending)}", "run `python -m ops migrate`"))

@@ -1,10 +1,9 @@
-"""`migrate`: apply pending migrations to DATABASE_URL, or `migrate status` to list them."""
+"""`migrate`: apply pending migrations to DATABASE_URL_UNPOOLED
+(Neon's direct connection string) when set, else DATABASE_URL; or `migrate status` to list them."""
 
 import argparse
 
 from lib import migrate
-from lib.config import settings
-from lib.errors import ConfigError
 
 
 def register(commands) -> None:
@@ -13,15 +12,8 @@ def register(commands) -> None:
     p.set_defaults(run=run)
 
 
-def _database_url() -> str:
-    url = settings().database_url
-    if not url:
-        raise ConfigError("DATABASE_URL is not set")
-    return url
-
-
 def run(args: argparse.Namespace) -> int:
-    url = _database_url()
+    url = migrate.url()
     if args.action == "status":
         pending = 0
         for migration in migrate.status(url):

@@ -228,8 +228,9 @@ def generate(identity: Identity, params: GenerationRequest,
             "cost_usd": cost, "price_version": price.version,
             "provider_request_id": reply.request_id})
     except AppError as exc:
-        # The text exists and the quota stays reserved (the row stays pending); losing the
-        # answer the user already waited for would be worse than a gap in the accounting.
+        # The text exists; record_success already retried on a fresh connection. Losing the
+        # answer the user already waited for would be worse than a gap in the accounting: the
+        # row stays pending, and is reclaimed (abandoned) after RESERVATION_TIMEOUT_S.
         report(exc, component="record_generation", generation_id=str(reservation.generation_id))
     log("generation", provider=outcome.provider, model=reply.model, fallback=outcome.fallback,
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))

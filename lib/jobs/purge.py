@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from lib import db
 from lib.jobs import PURGE, cron
 from lib.config import PLANS, settings
+from lib.generation import quota
 
 JOB = PURGE
 STRIPE_EVENT_DAYS = 90
@@ -143,5 +144,10 @@ def purge(budget: cron.Budget, *, dry_run: bool = False, now: datetime | None = 
 
 
 def run(*, dry_run: bool = False) -> dict:
-    """One run of the purge under its lock (see lib.jobs.cron.run_exclusively)."""
-    return cron.run_exclusively(JOB, lambda budget: purge(budget, dry_run=dry_run))
+    """One run of the purge under its lock (see lib.jobs.cron.run_exclusively), then the
+    sweep of reservations left unsettled past RESERVATION_TIMEOUT_S (`reclaimed`, issue 11;
+    after the purge, so expired pending rows are simply deleted as before)."""
+    def work(budget: cron.Budget) -> dict:
+        result = purge(budget, dry_run=dry_run)
+        return {**result, "reclaimed": 0 if dry_run else quota.sweep_abandoned()}
+    return cron.run_exclusively(JOB, work)
