@@ -6,6 +6,10 @@
 | Response time P95 | >2s     | >5s      |
 | Blocked IPs/hour  | >10     | >50      |
 | OpenAI errors     | >5%     | >20%     |
+| Billing conflicts | >0/hour | >10/hour |
+
+Billing conflicts (issue 11 §3) are Stripe events naming an organization that conflicts with
+an existing link: applied to nobody, so each one is a payment an operator must look at.
 
 A metric alerts when its value is strictly above a threshold (exactly 1% is not > 1%).
 Values are compared as exact fractions (a float at its shortest decimal form), so a rate
@@ -29,6 +33,7 @@ THRESHOLDS = (
     Threshold("p95_latency_ms", Fraction(2000), Fraction(5000), "ms"),
     Threshold("blocked_ips_per_hour", Fraction(10), Fraction(50), "count"),
     Threshold("openai_error_rate", Fraction(5, 100), Fraction(20, 100), "ratio"),
+    Threshold("billing_conflicts", Fraction(0), Fraction(10), "count"),
 )
 
 

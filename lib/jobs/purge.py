@@ -3,8 +3,9 @@
 Deletes, in bounded batches (PURGE_BATCH_SIZE rows, each batch one short transaction):
 - generations older than the retention of the plan in force when each was created
   (`generations.plan`, set on insert; RETENTION_DAYS_TRIAL/_TEAM/_AGENCY), so a downgrade or
-  an unpaid night never shortens the life of existing rows, after rolling their counts and token/cost sums into `usage_daily` in the same
-  statement, so a failed batch loses nothing and a retried one counts nothing twice;
+  an unpaid night never shortens the life of existing rows, after rolling their counts and
+  token/cost sums into `usage_daily` in the same statement, so a failed batch loses nothing
+  and a retried one counts nothing twice;
 - Stripe events processed more than 90 days ago, reminder rows older than 400 days,
   cron-runs rows older than 90 days, and IP blocks that expired more than 7 days ago (the
   grace keeps every block created in the last week visible to the monitoring route).

@@ -15,6 +15,13 @@ SELECT stripe_customer_id, id, coalesce(stripe_customer_linked_at, updated_at)
 FROM organizations WHERE stripe_customer_id IS NOT NULL
 ON CONFLICT (id) DO NOTHING;
 
+-- Whether any snapshot of the subscription showed it past `incomplete` (trialing, active, ...).
+-- Only such a subscription ends the free trial; an OR over the events received, so it
+-- doesn't depend on the order they arrived in.
+ALTER TABLE stripe_subscriptions ADD COLUMN ever_active boolean NOT NULL DEFAULT false;
+UPDATE stripe_subscriptions SET ever_active = true
+WHERE status IS NOT NULL AND status NOT IN ('incomplete', 'incomplete_expired');
+
 -- `conflict`: the event names an organization other than the one its subscription or customer
 -- belongs to; applied to nobody. `rejected`: a signed payload that can never be stored (NUL,
 -- lone surrogates); recorded so Stripe's retries end.
