@@ -25,6 +25,7 @@ MAX_DURATION_S = {
     "api/webhooks/stripe.py": 30,
     "api/cron/weekly-reminders.py": 60,
     "api/cron/purge.py": 60,
+    "api/cron/reconcile-billing.py": 60,
     "api/admin/monitoring.py": 30,
 }
 
@@ -37,6 +38,7 @@ EXCLUDE_FILES = (".venv/**", "node_modules/**", ".data/**", "devtools/**", "ops/
 CRONS = (
     {"path": "/api/cron/weekly-reminders", "schedule": "0 9-11 * * 1"},
     {"path": "/api/cron/purge", "schedule": "0 3 * * *"},
+    {"path": "/api/cron/reconcile-billing", "schedule": "30 4 * * *"},
 )
 
 

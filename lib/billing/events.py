@@ -98,13 +98,13 @@ def parse_event(payload: str) -> Event:
         raise InvalidEvent("A Stripe event needs an integer `created`")
     if not isinstance(obj, dict):
         raise InvalidEvent("A Stripe event needs `data.object`")
-    return Event(event_id, event_type, created, obj, unstorable=_unstorable(value))
+    return Event(event_id, event_type, created, obj, unstorable=unstorable(value))
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def _unstorable(value) -> bool:
+def unstorable(value) -> bool:
     """Whether any key or string in `value` holds NUL or a lone surrogate (which Postgres
     text, and UTF-8, can't hold). Iterative: the payload may nest as deep as json allows."""
     stack = [value]

@@ -45,7 +45,7 @@ _LIFECYCLE = {"incomplete": 0, "trialing": 1, "active": 2, "past_due": 3, "unpai
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
-def apply_event(event: ev.Event) -> str:
+def apply_event(event: ev.Event, *, dry_run: bool = False) -> str:
     """Apply `event` once and return its outcome: applied | stale | unmatched | ignored |
     conflict | rejected, or `duplicate` when it was recorded before (no second effect).
 
@@ -54,14 +54,18 @@ def apply_event(event: ev.Event) -> str:
     Raises InvalidEvent (400) for a payload that is not the shape its type promises.
     A `conflict` (the event names an organization other than the one its subscription or
     customer belongs to) and a `rejected` event (strings Postgres can never store) change
-    nothing but their own record, and are logged and reported to Sentry.
+    nothing but their own record, and are logged and reported to Sentry. With `dry_run`, the
+    outcome is computed in a transaction that is rolled back: nothing changes, nothing is
+    reported.
     """
     if event.unstorable:
-        return _reject(event)
+        return REJECTED if dry_run else _reject(event)
     detail = ev.details(event)  # parse before touching the database
     if db.fetchone(_RECORDED, (event.id,)):
         return DUPLICATE  # fast path only; the INSERT below is what guarantees once
-    result = db.run(lambda conn: _apply_in_transaction(conn, event, detail))
+    result = db.run(lambda conn: _apply_in_transaction(conn, event, detail, dry_run))
+    if dry_run:
+        return result.outcome
     fields = {"event_id": event.id, "type": event.type, "outcome": result.outcome,
               "organization_id": result.organization_id}
     if result.outcome == CONFLICT:
@@ -133,7 +137,8 @@ class _Result:
     named: set = field(default_factory=set)  # organizations (or unknown refs) in a conflict
 
 
-def _apply_in_transaction(conn, event: ev.Event, detail) -> _Result:
+def _apply_in_transaction(conn, event: ev.Event, detail, dry_run: bool = False) -> _Result:
+    rolled_back = None
     with conn.transaction() as tx:
         conn.execute(_LOCK, (_LOCK_KEY,))
         if conn.execute(_RECORDED, (event.id,)).fetchone():
@@ -153,8 +158,11 @@ def _apply_in_transaction(conn, event: ev.Event, detail) -> _Result:
                                           "organization_id": result.organization_id}).fetchone()
         if recorded is None:  # a concurrent delivery of this event committed first
             raise psycopg.Rollback(tx)
-        return result
-    return _Result(DUPLICATE)
+        if not dry_run:
+            return result
+        rolled_back = result
+        raise psycopg.Rollback(tx)
+    return rolled_back or _Result(DUPLICATE)
 
 
 # --- who an event belongs to ---------------------------------------------------------------
@@ -257,7 +265,7 @@ def _snapshot_order(status: str, created: datetime, period_end: datetime | None,
     return (status in TERMINAL, created, period_end or _EPOCH, _LIFECYCLE[status], event_id)
 
 
-def _plan(price_id: str | None) -> str | None:
+def plan_of(price_id: str | None) -> str | None:
     for plan, prices in settings().stripe_prices.items():
         if price_id in prices:
             return plan
@@ -281,7 +289,7 @@ def _apply_subscription(conn, event: ev.Event, sub: ev.Subscription) -> _Result:
         row["snapshot_event_id"])
     outcome = "stale"
     if not stored or incoming > stored:
-        plan = _plan(sub.price_id)
+        plan = plan_of(sub.price_id)
         if plan is None:
             log("stripe_unknown_price", level="warning", event_id=event.id, price_id=sub.price_id)
         row.update(created=sub.created, price_id=sub.price_id, plan=plan,

@@ -9,7 +9,8 @@ nothing, so naming a job never loads a job.
 
 PURGE = "purge"
 WEEKLY_REMINDERS = "weekly-reminders"
-JOBS = (PURGE, WEEKLY_REMINDERS)
+RECONCILE_BILLING = "reconcile-billing"  # its job lives in lib.billing.reconcile
+JOBS = (PURGE, WEEKLY_REMINDERS, RECONCILE_BILLING)
 
 
 def path(name: str) -> str:
