@@ -171,3 +171,19 @@ def test_stripe_failing_is_a_clear_503_and_a_failed_run(urls, sql, stripe_api):
 def test_without_the_cron_secret_nothing_runs(urls, sql, stripe_api):
     assert fire(urls["cron"], PATH, secret=None).status_code == 401
     assert stripe_api.requests == []
+
+
+@pytest.mark.pure
+def test_the_stripe_sdk_loads_only_when_a_reconciliation_runs():
+    import subprocess
+    import sys
+
+    from devtools.services import ROOT
+
+    code = ("import sys\n"
+            "from devtools.serve import load_handler\n"
+            "import lib.billing.reconcile, ops.cli\n"
+            "load_handler('api/cron/reconcile-billing.py')\n"
+            "print('stripe' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
