@@ -2,8 +2,8 @@
 
 Exactly once: the event id is recorded in `stripe_events` in the same transaction as its
 effect, by an INSERT that the primary key arbitrates. Every billing transaction first takes
-one advisory lock, so a concurrent delivery of the same event waits, finds it recorded and
-rolls its own work back.
+one advisory lock, so a concurrent delivery of the same event waits, then finds its INSERT
+taken and rolls its own work back.
 
 Ownership (issue 11 §3): a subscription belongs to exactly one organization, decided at its
 first authoritative link (our own `metadata.organization_id`, or its customer's link) and
@@ -141,8 +141,6 @@ def _apply_in_transaction(conn, event: ev.Event, detail, dry_run: bool = False) 
     rolled_back = None
     with conn.transaction() as tx:
         conn.execute(_LOCK, (_LOCK_KEY,))
-        if conn.execute(_RECORDED, (event.id,)).fetchone():
-            raise psycopg.Rollback(tx)
         if isinstance(detail, ev.Subscription):
             result = _apply_subscription(conn, event, detail)
         elif isinstance(detail, ev.Invoice):
@@ -179,9 +177,18 @@ def _org_by_ref(conn, ref: str | None):
     return row["id"] if row else None
 
 
+# stripe_customers, or the organization row itself (rows written before migration 0007's
+# backfill, or by tools that set organizations.stripe_customer_id directly).
+_CUSTOMER_ORG = """
+SELECT organization_id FROM stripe_customers WHERE id = %(c)s
+UNION ALL
+SELECT id FROM organizations WHERE stripe_customer_id = %(c)s
+LIMIT 1
+"""
+
+
 def _org_by_customer(conn, customer: str | None):
-    row = customer and conn.execute("SELECT organization_id FROM stripe_customers WHERE id = %s",
-                                    (customer,)).fetchone()
+    row = customer and conn.execute(_CUSTOMER_ORG, {"c": customer}).fetchone()
     return row["organization_id"] if row else None
 
 
