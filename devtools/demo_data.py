@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from lib.config import PLANS
-from lib.jobs import ALERTS, PURGE, WEEKLY_REMINDERS
+from lib.jobs import ALERTS, PURGE, RECONCILE_BILLING, WEEKLY_REMINDERS
 
 PREFIX = "demo_"
 # USD per 1M tokens (input, output): rough public list prices, for plausible costs only.
@@ -140,13 +140,16 @@ def seed(conn, *, organizations: int = 40, generations: int = 20_000, days: int 
                 copy.write_row((*key, *sums))
         result.rolled_up_days = len({key[0] for key in rollup})
 
-        for job, schedule_days in ((PURGE, 1), (WEEKLY_REMINDERS, 7)):
+        for job, schedule_days in ((PURGE, 1), (WEEKLY_REMINDERS, 7), (RECONCILE_BILLING, 1)):
             for back in range(0, 28, schedule_days):
                 started = now.replace(hour=3 if job == PURGE else 9, minute=0, second=0,
                                       microsecond=0) - timedelta(days=back + 1)
                 failed = job == PURGE and back == 3
                 counts = {"deleted": {"generations": rng.randint(0, 500)}} if job == PURGE \
                     else {"sent": rng.randint(0, 40), "skipped": rng.randint(0, 5), "failed": 0}
+                if job == RECONCILE_BILLING:
+                    counts = {"checked": rng.randint(20, 60), "repaired": rng.randint(0, 2),
+                              "conflicts": 0, "unmatched": 0}
                 counts["demo"] = True
                 conn.execute(
                     "INSERT INTO cron_runs (job, started_at, finished_at, status, complete, counts,"

@@ -28,6 +28,7 @@ MAX_DURATION_S = {
     "api/cron/weekly-reminders.py": 60,
     "api/cron/purge.py": 60,
     "api/cron/alerts.py": 60,
+    "api/cron/reconcile-billing.py": 60,
     "api/admin/monitoring.py": 30,
 }
 

@@ -7,6 +7,10 @@
 | Blocked IPs/hour  | >10     | >50      |
 | OpenAI errors     | >5%     | >20%     |
 | Provider misconfigured (requests/hour, issue 12) | - | >0 |
+| Billing conflicts | >0/hour | >10/hour |
+
+Billing conflicts (issue 11 §3) are Stripe events naming an organization that conflicts with
+an existing link: applied to nobody, so each one is a payment an operator must look at.
 
 A metric alerts when its value is strictly above a threshold (exactly 1% is not > 1%).
 Values are compared as exact fractions (a float at its shortest decimal form), so a rate
@@ -33,6 +37,7 @@ THRESHOLDS = (
     # A key, model or parameter the provider refuses: every request falls back (or fails)
     # until someone fixes the configuration, so one is already critical.
     Threshold("provider_misconfigured", Fraction(0), Fraction(0), "count"),
+    Threshold("billing_conflicts", Fraction(0), Fraction(10), "count"),
 )
 
 

@@ -100,6 +100,8 @@ SELECT
        AND trial_ends_at <= %(now)s + interval '7 days') AS trials_ending_7d,
     (SELECT count(DISTINCT ip) FROM ip_blocks
      WHERE created_at > %(now)s - interval '1 hour' AND created_at <= %(now)s) AS blocked_last_hour,
+    (SELECT count(*) FROM stripe_events WHERE outcome = 'conflict'
+     AND processed_at > %(now)s - interval '1 hour' AND processed_at <= %(now)s) AS billing_conflicts,
     (SELECT coalesce(json_agg(c), '[]') FROM (
         SELECT DISTINCT ON (job) job, started_at, finished_at, status, complete, counts,
                left(error, 300) AS error
@@ -128,6 +130,7 @@ def _summary(window: Window) -> dict:
                           "subscriptions": subscriptions,
                           "trials_ending_7d": row["trials_ending_7d"]},
         "blocked_last_hour": row["blocked_last_hour"],
+        "billing_conflicts": row["billing_conflicts"],  # last hour (lib.billing.ledger)
         "crons": crons,
         "alert_states": row["alert_states"],
     }
@@ -383,7 +386,8 @@ def dashboard(scope: str = PLATFORM, days: int = DEFAULT_DAYS, now: datetime | N
     current = {"error_rate": hour["error_rate"], "p95_latency_ms": hour["p95_latency_ms"],
                "openai_error_rate": hour["openai_error_rate"],
                "blocked_ips_per_hour": summary["blocked_last_hour"],
-               "provider_misconfigured": hour["provider_misconfigured"]}
+               "provider_misconfigured": hour["provider_misconfigured"],
+               "billing_conflicts": summary["billing_conflicts"]}
     return {
         "scope": PLATFORM,
         "generated_at": timestamp(window.now),

@@ -5,6 +5,7 @@
     python -m ops migrate status     # list applied and pending migrations
     python -m ops cron NAME          # fire a cron as the Vercel scheduler does (GET + Bearer)
     python -m ops stripe-trigger TYPE [--url URL] [--secret S] [--org ORG]   # signed test event
+    python -m ops stripe-reconcile [--dry-run]   # repair billing drift from the Stripe API
     python -m ops doctor             # check every setting, Postgres and Redis
     python -m ops alerts [test]      # the alerts' state; a test notice to every channel
     python -m ops --env-file .env.production.local health --url https://...
@@ -21,12 +22,12 @@ from lib import config
 from lib.errors import AppError, ConfigError
 from lib.migrate import MigrationError
 from ops import (alerts, cron, doctor, envfile, health, ip_blocks, maintenance, migrate,
-                 monitoring, stripe_events)
+                 monitoring, stripe_events, stripe_reconcile)
 from ops import dev_token, seed_demo  # dev-only: they import devtools inside run()
 
 # One module per command group under ops/, each registering its subcommands the same way.
-_GROUPS = (migrate, cron, stripe_events, doctor, health, monitoring, ip_blocks, maintenance,
-           dev_token, seed_demo, alerts)
+_GROUPS = (migrate, cron, stripe_events, stripe_reconcile, doctor, health, monitoring, ip_blocks,
+           maintenance, dev_token, seed_demo, alerts)
 
 
 def parser() -> argparse.ArgumentParser:

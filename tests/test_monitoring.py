@@ -189,7 +189,7 @@ def test_crons_show_the_last_run_of_each_job_and_jobs_that_never_ran(conn):
     data.cron_run(conn, "purge", NOW - timedelta(days=2))
     data.cron_run(conn, "purge", NOW - timedelta(days=1), "failed", error="DatabaseUnavailable")
     crons = monitoring.dashboard(now=NOW)["crons"]
-    assert [c["job"] for c in crons] == ["purge", "weekly-reminders", "alerts"]
+    assert [c["job"] for c in crons] == ["purge", "weekly-reminders", "reconcile-billing", "alerts"]
     assert crons[0]["status"] == "failed" and crons[0]["error"] == "DatabaseUnavailable"
     assert crons[0]["started_at"].startswith("2027-01-05T12:00:00")
     assert crons[1]["started_at"] is None and crons[1]["status"] is None

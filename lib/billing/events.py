@@ -6,6 +6,7 @@ read, so a webhook endpoint on either side of the change works.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,7 @@ class Event:
     type: str
     created: datetime
     object: dict
+    unstorable: bool = False  # a string holds NUL or a lone surrogate: Postgres can't store it
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class Invoice:
 @dataclass(frozen=True)
 class Checkout:
     mode: str | None
-    organization_ref: str | None
+    organization_ref: str | None  # metadata.organization_id: set by our checkout creation
+    client_reference: str | None  # client_reference_id: the buyer can set it, never trusted
     customer: str | None
     subscription_id: str | None
 
@@ -95,7 +98,27 @@ def parse_event(payload: str) -> Event:
         raise InvalidEvent("A Stripe event needs an integer `created`")
     if not isinstance(obj, dict):
         raise InvalidEvent("A Stripe event needs `data.object`")
-    return Event(event_id, event_type, created, obj)
+    return Event(event_id, event_type, created, obj, unstorable=unstorable(value))
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value) -> bool:
+    """Whether any key or string in `value` holds NUL or a lone surrogate (which Postgres
+    text, and UTF-8, can't hold). Iterative: the payload may nest as deep as json allows."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _organization_ref(obj: dict) -> str | None:
@@ -139,9 +162,10 @@ def invoice(event: Event) -> Invoice:
 def checkout(event: Event) -> Checkout:
     obj = event.object
     ref = obj.get("client_reference_id")
-    ref = ref if isinstance(ref, str) and 0 < len(ref) <= 255 else _organization_ref(obj)
     mode = obj.get("mode")
-    return Checkout(mode=mode if isinstance(mode, str) else None, organization_ref=ref,
+    return Checkout(mode=mode if isinstance(mode, str) else None,
+                    organization_ref=_organization_ref(obj),
+                    client_reference=ref if isinstance(ref, str) and 0 < len(ref) <= 255 else None,
                     customer=_id(obj.get("customer")), subscription_id=_id(obj.get("subscription")))
 
 

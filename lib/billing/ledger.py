@@ -1,8 +1,15 @@
 """Applying verified Stripe events to Postgres: exactly once, order-independent, all or nothing.
 
 Exactly once: the event id is recorded in `stripe_events` in the same transaction as its
-effect, by an INSERT that the primary key arbitrates. A concurrent delivery of the same event
-waits on that key (or on the row locks taken before it) and then rolls its own work back.
+effect, by an INSERT that the primary key arbitrates. Every billing transaction first takes
+one advisory lock, so a concurrent delivery of the same event waits, then finds its INSERT
+taken and rolls its own work back.
+
+Ownership (issue 11 §3): a subscription belongs to exactly one organization, decided at its
+first authoritative link (our own `metadata.organization_id`, or its customer's link) and
+never moved; a customer is linked to one organization (`stripe_customers`). An event whose
+references disagree is recorded `conflict`, applied to nobody, logged and reported, and
+counted by `conflicts_since` for the monitoring alert `billing_conflicts`.
 
 Order-independent: Stripe delivers events in any order and `created` has one-second
 resolution. Per subscription we keep the newest full snapshot (customer.subscription.*) and
@@ -12,9 +19,12 @@ subscription never comes back), event `created`, the subscription's `current_per
 lifecycle position (incomplete < trialing < active < past_due < unpaid < paused), and finally
 the event id, so any two events compare the same way on every delivery. The organization's
 plan is then recomputed from all of its subscriptions, so the final state depends only on the
-set of events received, never on their order.
+set of events received, never on their order. Every organization an event touches is
+recomputed.
 """
 
+import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
@@ -22,36 +32,85 @@ import psycopg
 from lib import db
 from lib.billing import STATUSES, events as ev
 from lib.config import settings
-from lib.observability import log
+from lib.observability import log, report
 
 ENTITLED = ("trialing", "active", "past_due")
 TERMINAL = ("canceled", "incomplete_expired")
+NEVER_ACTIVE = ("incomplete", "incomplete_expired")  # such a subscription doesn't end the trial
 DUPLICATE = "duplicate"
+CONFLICT = "conflict"
+REJECTED = "rejected"
 _LIFECYCLE = {"incomplete": 0, "trialing": 1, "active": 2, "past_due": 3, "unpaid": 4, "paused": 5,
               "incomplete_expired": 6, "canceled": 7}
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
-def apply_event(event: ev.Event) -> str:
-    """Apply `event` once and return its outcome: applied | stale | unmatched | ignored, or
-    `duplicate` when it was recorded before (no second effect).
+def apply_event(event: ev.Event, *, dry_run: bool = False) -> str:
+    """Apply `event` once and return its outcome: applied | stale | unmatched | ignored |
+    conflict | rejected, or `duplicate` when it was recorded before (no second effect).
 
     Transactional: the effect and the `stripe_events` row commit together or not at all, so
     a failure (DatabaseUnavailable, a bug) leaves the event unrecorded for Stripe's retry.
     Raises InvalidEvent (400) for a payload that is not the shape its type promises.
+    A `conflict` (the event names an organization other than the one its subscription or
+    customer belongs to) and a `rejected` event (strings Postgres can never store) change
+    nothing but their own record, and are logged and reported to Sentry. With `dry_run`, the
+    outcome is computed in a transaction that is rolled back: nothing changes, nothing is
+    reported.
     """
+    if event.unstorable:
+        return REJECTED if dry_run else _reject(event)
     detail = ev.details(event)  # parse before touching the database
     if db.fetchone(_RECORDED, (event.id,)):
         return DUPLICATE  # fast path only; the INSERT below is what guarantees once
-    outcome, organization_id = db.run(lambda conn: _apply_once(conn, event, detail))
-    fields = {"event_id": event.id, "type": event.type, "outcome": outcome,
-              "organization_id": organization_id}
-    if outcome == "unmatched":
+    result = db.run(lambda conn: _apply_in_transaction(conn, event, detail, dry_run))
+    if dry_run:
+        return result.outcome
+    fields = {"event_id": event.id, "type": event.type, "outcome": result.outcome,
+              "organization_id": result.organization_id}
+    if result.outcome == CONFLICT:
+        log("stripe_event_conflict", level="warning", customer=getattr(detail, "customer", None),
+            organizations=sorted(result.named), **fields)
+        report(BillingConflict(f"{event.type} names organizations {sorted(result.named)}"),
+               event_id=event.id, event_type=event.type)
+    elif result.outcome == "unmatched":
         log("stripe_event_unmatched", level="warning", customer=getattr(detail, "customer", None),
             **fields)
     else:
         log("stripe_event", **fields)
-    return outcome
+    return result.outcome
+
+
+class BillingConflict(Exception):
+    """A Stripe event naming an organization that conflicts with an existing link (reported)."""
+
+
+class UnstorableEvent(Exception):
+    """A correctly signed Stripe event whose strings Postgres can't store (reported)."""
+
+
+def _storable(text: str) -> str:
+    """`text` with NUL and lone surrogates escaped (JSON-style), at most 255 characters."""
+    return json.dumps(text)[1:-1][:255]
+
+
+def _reject(event: ev.Event) -> str:
+    recorded = db.fetchone(_RECORD, {"id": _storable(event.id), "type": _storable(event.type),
+                                     "created": event.created, "outcome": REJECTED,
+                                     "organization_id": None})
+    if recorded is None:
+        return DUPLICATE
+    log("stripe_event_rejected", level="warning", event_id=_storable(event.id),
+        type=_storable(event.type), reason="NUL or lone surrogate in a string")
+    report(UnstorableEvent("signed Stripe event with NUL or lone surrogates in its strings"),
+           event_type=_storable(event.type)[:64])
+    return REJECTED
+
+
+def conflicts_since(since: datetime) -> int:
+    """How many events were recorded as `conflict` since `since` (monitoring's alert)."""
+    return db.fetchone("SELECT count(*) AS n FROM stripe_events "
+                       "WHERE outcome = 'conflict' AND processed_at >= %s", (since,))["n"]
 
 
 _RECORDED = "SELECT 1 FROM stripe_events WHERE id = %s"
@@ -63,68 +122,116 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
-
-class _OrganizationAppeared(Exception):
-    """A concurrent checkout linked the subscription's organization after we looked for it."""
-
-
-def _apply_once(conn: psycopg.Connection, event: ev.Event, detail) -> tuple[str, object]:
-    for _ in range(3):
-        try:
-            return _apply_in_transaction(conn, event, detail)
-        except _OrganizationAppeared:
-            continue  # rolled back; the next attempt finds (and locks) the organization first
-    raise RuntimeError("organization kept changing while applying a Stripe event")
+# One key for every billing transaction: events are applied one at a time (a few per second
+# at most), so links are decided against a state nobody else is changing, and no lock order
+# between organizations, customers and subscriptions can deadlock.
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+_LOCK_KEY = 0x73747269706500  # "stripe"
 
 
-def _apply_in_transaction(conn, event: ev.Event, detail) -> tuple[str, object]:
+@dataclass
+class _Result:
+    outcome: str
+    organization_id: object = None
+    touched: set = field(default_factory=set)  # organizations to recompute
+    named: set = field(default_factory=set)  # organizations (or unknown refs) in a conflict
+
+
+def _apply_in_transaction(conn, event: ev.Event, detail, dry_run: bool = False) -> _Result:
+    rolled_back = None
     with conn.transaction() as tx:
+        conn.execute(_LOCK, (_LOCK_KEY,))
         if isinstance(detail, ev.Subscription):
-            outcome, org = _apply_subscription(conn, event, detail)
+            result = _apply_subscription(conn, event, detail)
         elif isinstance(detail, ev.Invoice):
-            outcome, org = _apply_invoice(conn, event, detail)
+            result = _apply_invoice(conn, event, detail)
         elif isinstance(detail, ev.Checkout):
-            outcome, org = _apply_checkout(conn, event, detail)
+            result = _apply_checkout(conn, event, detail)
         else:
-            outcome, org = "ignored", None
-        organization_id = org["id"] if org else None
+            result = _Result("ignored")
+        for organization_id in sorted(result.touched, key=str):
+            conn.execute(_RECOMPUTE_ORGANIZATION, {"org": organization_id})
         recorded = conn.execute(_RECORD, {"id": event.id, "type": event.type,
-                                          "created": event.created, "outcome": outcome,
-                                          "organization_id": organization_id}).fetchone()
+                                          "created": event.created, "outcome": result.outcome,
+                                          "organization_id": result.organization_id}).fetchone()
         if recorded is None:  # a concurrent delivery of this event committed first
             raise psycopg.Rollback(tx)
-        return outcome, organization_id
-    return DUPLICATE, None
+        if not dry_run:
+            return result
+        rolled_back = result
+        raise psycopg.Rollback(tx)
+    return rolled_back or _Result(DUPLICATE)
 
 
-# The organization an event belongs to, locked so that two events of one organization
-# recompute its plan one after the other. metadata.organization_id wins over the customer link.
-_FIND_ORGANIZATION = """
-SELECT id, stripe_customer_id, stripe_customer_linked_at
-FROM organizations
-WHERE external_id = %(ref)s OR stripe_customer_id = %(customer)s
-   OR id = (SELECT organization_id FROM stripe_subscriptions WHERE id = %(subscription)s)
-ORDER BY (external_id = %(ref)s) IS TRUE DESC, (stripe_customer_id = %(customer)s) IS TRUE DESC
+# --- who an event belongs to ---------------------------------------------------------------
+#
+# Authoritative links are the ones our own code sets, never a value the buyer controls:
+# `metadata.organization_id` on the checkout session and on the subscription (set when we
+# create the checkout). `client_reference_id` can be set by anyone holding a payment link, so
+# it links nothing. A subscription's organization is decided at its first authoritative link
+# (or, lacking one, by its customer's link) and never changes; a customer is linked to one
+# organization. An event whose references disagree is a `conflict`.
+
+def _org_by_ref(conn, ref: str | None):
+    row = ref and conn.execute("SELECT id FROM organizations WHERE external_id = %s", (ref,)).fetchone()
+    return row["id"] if row else None
+
+
+# stripe_customers, or the organization row itself (rows written before migration 0007's
+# backfill, or by tools that set organizations.stripe_customer_id directly).
+_CUSTOMER_ORG = """
+SELECT organization_id FROM stripe_customers WHERE id = %(c)s
+UNION ALL
+SELECT id FROM organizations WHERE stripe_customer_id = %(c)s
 LIMIT 1
-FOR UPDATE
 """
 
 
-def _find_organization(conn, ref: str | None, customer: str | None,
-                       subscription: str | None) -> dict | None:
-    return conn.execute(_FIND_ORGANIZATION, {"ref": ref, "customer": customer,
-                                             "subscription": subscription}).fetchone()
+def _org_by_customer(conn, customer: str | None):
+    row = customer and conn.execute(_CUSTOMER_ORG, {"c": customer}).fetchone()
+    return row["organization_id"] if row else None
 
 
-# Creates the row on first sight and locks it either way; keeps an earlier organization
-# when this event names none.
+def _subscription_row(conn, subscription_id: str | None) -> dict | None:
+    if not subscription_id:
+        return None
+    return conn.execute("SELECT * FROM stripe_subscriptions WHERE id = %s FOR UPDATE",
+                        (subscription_id,)).fetchone()
+
+
+def _resolve(conn, *, ref: str | None, customer: str | None, row: dict | None):
+    """(organization id or None, the conflicting names or an empty set)."""
+    named = set()
+    if ref is not None:
+        named.add(_org_by_ref(conn, ref) or f"unknown:{ref[:64]}")
+    for found in (_org_by_customer(conn, customer), row and row["organization_id"]):
+        if found:
+            named.add(found)
+    if len(named) > 1:
+        return None, {str(name) for name in named}
+    organization = next(iter(named), None)
+    if isinstance(organization, str) and organization.startswith("unknown:"):
+        organization = None  # metadata naming no organization we know: unmatched, kept
+    return organization, set()
+
+
 _LOCK_SUBSCRIPTION = """
 INSERT INTO stripe_subscriptions (id, customer_id, organization_id)
 VALUES (%(id)s, %(customer)s, %(organization_id)s)
 ON CONFLICT (id) DO UPDATE
-    SET organization_id = COALESCE(EXCLUDED.organization_id, stripe_subscriptions.organization_id)
+    SET organization_id = COALESCE(stripe_subscriptions.organization_id, EXCLUDED.organization_id)
 RETURNING *
 """
+
+
+def _lock_subscription(conn, subscription_id: str, customer: str, organization_id) -> dict:
+    """The subscription's row, created on first sight; bound to `organization_id` when it
+    has no organization yet (an existing binding is never replaced)."""
+    return conn.execute(_LOCK_SUBSCRIPTION, {"id": subscription_id, "customer": customer,
+                                             "organization_id": organization_id}).fetchone()
+
+
+_EVER_ACTIVE = "UPDATE stripe_subscriptions SET ever_active = true WHERE id = %s"
 
 _STORE_SUBSCRIPTION = """
 UPDATE stripe_subscriptions
@@ -137,16 +244,6 @@ SET created = %(created)s, price_id = %(price_id)s, plan = %(plan)s, status = %(
     updated_at = now()
 WHERE id = %(id)s
 """
-
-
-def _lock_subscription(conn, subscription_id: str, customer: str, org: dict | None) -> dict:
-    row = conn.execute(_LOCK_SUBSCRIPTION, {"id": subscription_id, "customer": customer,
-                                            "organization_id": org["id"] if org else None}).fetchone()
-    if org is None and row["organization_id"] is not None:
-        # Locking the organization now would take the locks in the opposite order of every
-        # other path (organization, then subscription) and could deadlock; start over instead.
-        raise _OrganizationAppeared()
-    return row
 
 
 def _store_subscription(conn, row: dict) -> None:
@@ -175,26 +272,31 @@ def _snapshot_order(status: str, created: datetime, period_end: datetime | None,
     return (status in TERMINAL, created, period_end or _EPOCH, _LIFECYCLE[status], event_id)
 
 
-def _plan(price_id: str | None) -> str | None:
+def plan_of(price_id: str | None) -> str | None:
     for plan, prices in settings().stripe_prices.items():
         if price_id in prices:
             return plan
     return None
 
 
-def _apply_subscription(conn, event: ev.Event, sub: ev.Subscription):
+def _apply_subscription(conn, event: ev.Event, sub: ev.Subscription) -> _Result:
     if sub.status not in STATUSES:
         log("stripe_unknown_status", level="warning", event_id=event.id, status=sub.status[:40])
-        return "ignored", None
-    org = _find_organization(conn, sub.organization_ref, sub.customer, sub.id)
+        return _Result("ignored")
+    row = _subscription_row(conn, sub.id)
+    org, named = _resolve(conn, ref=sub.organization_ref, customer=sub.customer, row=row)
+    if named:
+        return _Result(CONFLICT, named=named)
     row = _lock_subscription(conn, sub.id, sub.customer, org)
+    if sub.status not in NEVER_ACTIVE and not row["ever_active"]:
+        conn.execute(_EVER_ACTIVE, (sub.id,))
     incoming = _snapshot_order(sub.status, event.created, sub.current_period_end, event.id)
     stored = row["snapshot_event_id"] and _snapshot_order(
         row["snapshot_status"], row["snapshot_event_created"], row["snapshot_period_end"],
         row["snapshot_event_id"])
     outcome = "stale"
     if not stored or incoming > stored:
-        plan = _plan(sub.price_id)
+        plan = plan_of(sub.price_id)
         if plan is None:
             log("stripe_unknown_price", level="warning", event_id=event.id, price_id=sub.price_id)
         row.update(created=sub.created, price_id=sub.price_id, plan=plan,
@@ -204,14 +306,17 @@ def _apply_subscription(conn, event: ev.Event, sub: ev.Subscription):
         _store_subscription(conn, row)
         outcome = "applied"
     if org and sub.organization_ref:
-        _link_customer(conn, org, sub.customer, event.created, relink=False)
-    return _settle(conn, org, outcome)
+        _link_customer(conn, org, sub.customer, event)
+    return _settled(org, outcome)
 
 
-def _apply_invoice(conn, event: ev.Event, invoice: ev.Invoice):
+def _apply_invoice(conn, event: ev.Event, invoice: ev.Invoice) -> _Result:
     if invoice.subscription_id is None:
-        return "ignored", None  # a one-off invoice: nothing to do with the plan
-    org = _find_organization(conn, None, invoice.customer, invoice.subscription_id)
+        return _Result("ignored")  # a one-off invoice: nothing to do with the plan
+    row = _subscription_row(conn, invoice.subscription_id)
+    org, named = _resolve(conn, ref=None, customer=invoice.customer, row=row)
+    if named:
+        return _Result(CONFLICT, named=named)
     row = _lock_subscription(conn, invoice.subscription_id, invoice.customer, org)
     outcome = "stale"
     if not row["invoice_event_id"] or \
@@ -220,60 +325,75 @@ def _apply_invoice(conn, event: ev.Event, invoice: ev.Invoice):
                    invoice_event_id=event.id, invoice_event_created=event.created)
         _store_subscription(conn, row)
         outcome = "applied"
-    return _settle(conn, org, outcome)
+    return _settled(org, outcome)
 
 
+def _apply_checkout(conn, event: ev.Event, checkout: ev.Checkout) -> _Result:
+    if checkout.mode != "subscription" or not checkout.customer:
+        return _Result("ignored")  # one-time payments don't change a plan
+    if checkout.client_reference and checkout.client_reference != checkout.organization_ref:
+        log("stripe_client_reference_ignored", level="warning", event_id=event.id,
+            has_metadata=checkout.organization_ref is not None)
+    if checkout.organization_ref is None:
+        return _Result("unmatched")  # client_reference_id alone is the buyer's word: links nothing
+    row = _subscription_row(conn, checkout.subscription_id)
+    org, named = _resolve(conn, ref=checkout.organization_ref, customer=checkout.customer, row=row)
+    if named:
+        return _Result(CONFLICT, named=named)
+    if org is None:
+        return _Result("unmatched")
+    _link_customer(conn, org, checkout.customer, event)
+    if checkout.subscription_id:
+        _lock_subscription(conn, checkout.subscription_id, checkout.customer, org)
+    return _settled(org, "applied")
+
+
+# Subscription events that arrived before their customer was linked were kept without an
+# organization: the link adopts them (only unbound ones; a binding never moves).
 _ADOPT = """
 UPDATE stripe_subscriptions SET organization_id = %(org)s, updated_at = now()
-WHERE (customer_id = %(customer)s OR id = %(subscription)s)
-  AND organization_id IS DISTINCT FROM %(org)s
+WHERE customer_id = %(customer)s AND organization_id IS NULL
 """
-
-
-def _apply_checkout(conn, event: ev.Event, checkout: ev.Checkout):
-    if checkout.mode != "subscription" or not checkout.customer:
-        return "ignored", None  # one-time payments don't change a plan
-    org = conn.execute("SELECT id, stripe_customer_id, stripe_customer_linked_at FROM organizations "
-                       "WHERE external_id = %s FOR UPDATE", (checkout.organization_ref,)).fetchone()
-    if org:
-        _link_customer(conn, org, checkout.customer, event.created, relink=True)
-        # Subscription events that arrived before this one were kept without an organization.
-        conn.execute(_ADOPT, {"org": org["id"], "customer": checkout.customer,
-                              "subscription": checkout.subscription_id})
-    return _settle(conn, org, "applied")
-
-
-# Links a customer to an organization. Never steals a customer linked to another
-# organization; `relink` (a newer checkout) may replace the organization's own older link.
+# linked_at is the earliest linking event's time, so it doesn't depend on delivery order.
 _LINK_CUSTOMER = """
+INSERT INTO stripe_customers AS c (id, organization_id, linked_at, linked_by_event)
+VALUES (%(customer)s, %(org)s, %(at)s, %(event)s)
+ON CONFLICT (id) DO UPDATE SET linked_at = LEAST(c.linked_at, EXCLUDED.linked_at),
+    linked_by_event = CASE WHEN EXCLUDED.linked_at < c.linked_at THEN EXCLUDED.linked_by_event
+                           ELSE c.linked_by_event END
+WHERE c.organization_id = EXCLUDED.organization_id
+"""
+# The organization's first customer is also on the organization row (UNIQUE there too).
+_FIRST_CUSTOMER = """
 UPDATE organizations
 SET stripe_customer_id = %(customer)s,
-    stripe_customer_linked_at = CASE WHEN stripe_customer_id = %(customer)s
-        THEN GREATEST(stripe_customer_linked_at, %(at)s) ELSE %(at)s END,
+    stripe_customer_linked_at = LEAST(CASE WHEN stripe_customer_id = %(customer)s
+                                           THEN stripe_customer_linked_at END, %(at)s),
     updated_at = now()
-WHERE id = %(org)s
-  AND (stripe_customer_id IS NULL OR stripe_customer_id = %(customer)s
-       OR (%(relink)s AND stripe_customer_linked_at < %(at)s))
-  AND NOT EXISTS (SELECT 1 FROM organizations other
-                  WHERE other.stripe_customer_id = %(customer)s AND other.id <> %(org)s)
-RETURNING id
+WHERE id = %(org)s AND (stripe_customer_id IS NULL OR stripe_customer_id = %(customer)s)
+  AND NOT EXISTS (SELECT 1 FROM organizations
+                  WHERE stripe_customer_id = %(customer)s AND id <> %(org)s)
 """
 
 
-def _link_customer(conn, org: dict, customer: str, at: datetime, relink: bool) -> None:
-    linked_at = org["stripe_customer_linked_at"]
-    if org["stripe_customer_id"] == customer and linked_at and linked_at >= at:
-        return
-    if not conn.execute(_LINK_CUSTOMER, {"org": org["id"], "customer": customer, "at": at,
-                                         "relink": relink}).fetchone() \
-            and org["stripe_customer_id"] != customer:
-        log("stripe_customer_not_linked", level="warning", organization_id=org["id"],
-            customer=customer)
+def _link_customer(conn, org, customer: str, event: ev.Event) -> None:
+    """Link `customer` to `org` (the caller has checked it is linked to no other one)."""
+    params = {"org": org, "customer": customer, "at": event.created, "event": event.id}
+    conn.execute(_LINK_CUSTOMER, params)
+    conn.execute(_FIRST_CUSTOMER, params)
+    conn.execute(_ADOPT, params)
+
+
+def _settled(org, outcome: str) -> _Result:
+    if org is None:
+        return _Result("unmatched")
+    return _Result(outcome, organization_id=org, touched={org})
 
 
 # The organization's billing columns as a function of all its subscriptions: the entitled
 # one (trialing/active/past_due) if any, else the newest. Without an entitled subscription
-# the plan is TRIAL; once any subscription got past `incomplete`, the free trial is over
+# the plan is TRIAL; once any subscription became active (got past `incomplete` rather than
+# expiring there), the free trial is over
 # (ended no later than that subscription began), so /api/generate answers 402 until paying.
 _RECOMPUTE_ORGANIZATION = """
 WITH subscriptions AS (
@@ -283,7 +403,7 @@ WITH subscriptions AS (
     ORDER BY status IN ('trialing', 'active', 'past_due') DESC, created DESC NULLS LAST, id DESC
     LIMIT 1
 ), began AS (
-    SELECT min(created) AS at FROM subscriptions WHERE status <> 'incomplete'
+    SELECT min(created) AS at FROM subscriptions WHERE ever_active
 )
 UPDATE organizations o
 SET plan = CASE WHEN c.status IN ('trialing', 'active', 'past_due') THEN COALESCE(c.plan, 'TRIAL')
@@ -298,10 +418,3 @@ SET plan = CASE WHEN c.status IN ('trialing', 'active', 'past_due') THEN COALESC
 FROM chosen c, began b
 WHERE o.id = %(org)s
 """
-
-
-def _settle(conn, org: dict | None, outcome: str):
-    if org is None:
-        return "unmatched", None
-    conn.execute(_RECOMPUTE_ORGANIZATION, {"org": org["id"]})
-    return outcome, org

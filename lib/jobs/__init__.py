@@ -11,13 +11,15 @@ imports nothing, so naming a job never loads a job.
 PURGE = "purge"
 WEEKLY_REMINDERS = "weekly-reminders"
 ALERTS = "alerts"
-JOBS = (PURGE, WEEKLY_REMINDERS, ALERTS)
+RECONCILE_BILLING = "reconcile-billing"  # its job lives in lib.billing.reconcile
+JOBS = (PURGE, WEEKLY_REMINDERS, RECONCILE_BILLING, ALERTS)
 
 # Vercel's Hobby plan accepts only schedules that fire at most once a day (a deploy with
 # `*/10` fails there): see docs/operations.md, "Alerts".
 SCHEDULES = {
     WEEKLY_REMINDERS: "0 9-11 * * 1",
     PURGE: "0 3 * * *",
+    RECONCILE_BILLING: "30 4 * * *",
     ALERTS: "*/10 * * * *",
 }
 

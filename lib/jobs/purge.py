@@ -1,9 +1,11 @@
 """The retention purge (cron `purge`).
 
 Deletes, in bounded batches (PURGE_BATCH_SIZE rows, each batch one short transaction):
-- generations older than their organization's plan retention (RETENTION_DAYS_TRIAL/_TEAM/
-  _AGENCY), after rolling their counts and token/cost sums into `usage_daily` in the same
-  statement, so a failed batch loses nothing and a retried one counts nothing twice;
+- generations older than the retention of the plan in force when each was created
+  (`generations.plan`, set on insert; RETENTION_DAYS_TRIAL/_TEAM/_AGENCY), so a downgrade or
+  an unpaid night never shortens the life of existing rows, after rolling their counts and
+  token/cost sums into `usage_daily` in the same statement, so a failed batch loses nothing
+  and a retried one counts nothing twice;
 - Stripe events processed more than 90 days ago, reminder rows older than 400 days,
   cron-runs rows older than 90 days, and IP blocks that expired more than 7 days ago (the
   grace keeps every block created in the last week visible to the monitoring route).
@@ -34,8 +36,7 @@ IP_BLOCK_GRACE_DAYS = 7
 
 _EXPIRED_GENERATIONS = """
 FROM generations g
-WHERE g.created_at < %(cutoff)s
-  AND g.organization_id IN (SELECT id FROM organizations WHERE plan = %(plan)s)
+WHERE g.plan = %(plan)s AND g.created_at < %(cutoff)s
 """
 # No ORDER BY: which expired rows go first doesn't matter, and ordering made the planner read
 # and sort every expired row for each batch (bench/purge.py: 5x slower at 200k rows).

@@ -84,7 +84,7 @@ def test_ops_cron_falls_back_to_the_secret_make_dev_wrote(purge_url, monkeypatch
 
 
 def test_cron_names_come_from_vercel_json():
-    assert set(ops_cron.cron_jobs()) == {"weekly-reminders", "purge", "alerts"}
+    assert set(ops_cron.cron_jobs()) == {"weekly-reminders", "purge", "reconcile-billing", "alerts"}
 
 
 def test_next_runs_follow_the_vercel_json_schedules_in_utc():
