@@ -111,8 +111,8 @@ def test_error_rate_crossing_5_percent_sends_exactly_one_critical_notice(url, we
     # Metrics the dashboard doesn't report (yet) are skipped, not recorded as ok.
     metrics = {metric for (metric,) in sql("SELECT metric FROM alert_state")}
     assert metrics == {"error_rate", "p95_latency_ms", "blocked_ips_per_hour", "openai_error_rate",
-                       "provider_misconfigured", "cron:purge", "cron:weekly-reminders", "database",
-                       "redis"}
+                       "provider_misconfigured", "billing_conflicts", "cron:purge",
+                       "cron:weekly-reminders", "cron:reconcile-billing", "database", "redis"}
 
 
 def test_a_level_that_holds_sends_nothing_until_the_renotify_time(url, webhook, smtp, conn, org,

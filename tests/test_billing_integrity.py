@@ -159,7 +159,7 @@ def test_conflicts_raise_the_billing_conflicts_alert(url, sql):
     _send(url, "checkout.session.completed", T0 + 1, org="org_b", customer="cus_1", subscription="sub_2")
     alert = [a for a in monitoring.dashboard()["alerts"] if a["metric"] == "billing_conflicts"]
     assert alert == [{"metric": "billing_conflicts", "value": 1, "level": "warning", "threshold": 0,
-                      "unit": "count", "window": "1h"}]
+                      "unit": "count", "window": "1h", "since": None}]
     assert _outcomes(sql) == ["applied", "conflict"]
 
 

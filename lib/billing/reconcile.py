@@ -6,13 +6,14 @@ or `python -m ops stripe-reconcile`) every subscription is listed from the Strip
 the stripe SDK and compared with `stripe_subscriptions`. A subscription that differs (or that
 we never heard of) is repaired through the ledger, exactly as if its webhook had arrived: a
 `customer.subscription.updated` event carrying the listed object, stamped now (the API's
-state is the newest there is), with the id `reconcile_<subscription>_<unix time>`. The same
+state is the newest there is), with the id `reconcile_<subscription>_<unix time>_<random>`. The same
 ownership rules hold, so a drift that names a conflicting organization is a `conflict`.
 
 STRIPE_SECRET_KEY authenticates; STRIPE_API_BASE (tests, local) points the SDK at a local
 server speaking the Stripe API. The SDK is imported only when a run starts (~340 ms).
 """
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,7 +98,9 @@ def reconcile(budget: cron.Budget, *, dry_run: bool = False, now: datetime | Non
 def _repair(obj: dict[str, Any], stamp: int, now: datetime, dry_run: bool) -> str | None:
     """The ledger's outcome for `obj`'s repair, or None when it hasn't drifted (or can't be read)."""
     sub_id = obj.get("id")
-    event = ev.Event(id=f"reconcile_{sub_id}_{stamp}"[:255], type=EVENT_TYPE, created=now,
+    # Unique per run: two runs in one second must not read as a redelivery of each other
+    # (a dry run after a real one would then count a conflict that is still there as none).
+    event = ev.Event(id=f"reconcile_{sub_id}_{stamp}_{uuid.uuid4().hex[:8]}"[:255], type=EVENT_TYPE, created=now,
                      object=obj, unstorable=ev.unstorable(obj))
     try:
         sub = ev.subscription(event)
