@@ -17,7 +17,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +35,18 @@ class Response:
     status: int = 200
     body: dict | list | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class EventStream:
+    """A `200 text/event-stream` answer: each (event, data) pair from `events` is written as
+    `event: <name>` / `data: <json>` and flushed on its own (no Content-Length; the
+    connection closes at the end). If the client goes away, `events` is closed (its
+    GeneratorExit is the route's cue to stop and settle)."""
+
+    events: Iterator[tuple[str, dict]]
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
 
 
 def error_body(exc: errors.AppError, request_id: str | None) -> dict:
@@ -157,7 +169,7 @@ class Endpoint(BaseHTTPRequestHandler):
         started = time.perf_counter()
         request_id = self._request_id()
         token = observability.request_id.set(request_id)
-        response = Response(500)
+        response: Response | EventStream = Response(500)
         try:
             try:
                 response = self._respond(request_id)
@@ -170,7 +182,7 @@ class Endpoint(BaseHTTPRequestHandler):
         finally:
             observability.request_id.reset(token)
 
-    def _respond(self, request_id: str) -> Response:
+    def _respond(self, request_id: str) -> Response | EventStream:
         try:
             verb = "get" if self.command == "HEAD" else self.command.lower()
             method = getattr(type(self), verb, None) if verb in _VERBS else None
@@ -183,7 +195,7 @@ class Endpoint(BaseHTTPRequestHandler):
             request = Request(self, request_id)
             request.body()  # size cap (413) and framing checks before any route logic
             result = method(self, request)
-            return result if isinstance(result, Response) else Response(200, result)
+            return result if isinstance(result, (Response, EventStream)) else Response(200, result)
         except errors.AppError as exc:
             if exc.status == 500:
                 report(exc, route=self.route)
@@ -192,7 +204,10 @@ class Endpoint(BaseHTTPRequestHandler):
             report(exc, route=self.route)
             return Response(500, error_body(errors.AppError(), request_id))
 
-    def _send(self, response: Response, request_id: str) -> None:
+    def _send(self, response: Response | EventStream, request_id: str) -> None:
+        if isinstance(response, EventStream):
+            self._send_events(response, request_id)
+            return
         payload = b"" if response.body is None else json.dumps(response.body, default=str).encode()
         try:
             self.send_response(response.status)
@@ -208,6 +223,41 @@ class Endpoint(BaseHTTPRequestHandler):
                 self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             log("client_disconnected", level="warning")
+
+    def _send_events(self, stream: EventStream, request_id: str) -> None:
+        events = stream.events
+        self.close_connection = True  # the end of the body is the end of the connection
+        try:
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Accel-Buffering", "no")  # proxies: don't hold events back
+                self.send_header("X-Request-Id", request_id)
+                self.send_header("X-Content-Type-Options", "nosniff")
+                for name, value in stream.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.flush()
+                for name, data in events:
+                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
+                                     .encode())
+                    self.wfile.flush()
+            except OSError:  # BrokenPipe, ConnectionReset, a socket timeout: the client left
+                log("client_disconnected", level="warning", route=self.route)
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug mid-stream: reported, then said
+                report(exc, route=self.route)
+                body = error_body(errors.AppError(), request_id)
+                try:
+                    self.wfile.write(f"event: error\ndata: {json.dumps(body)}\n\n".encode())
+                    self.wfile.flush()
+                except OSError:
+                    pass
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
 
     def _request_id(self) -> str:
         given = (self.headers.get("x-vercel-id") or "") if self.headers else ""

@@ -10,12 +10,12 @@ IP over its limit is refused before anything else is looked at.
 import math
 
 from lib import auth
-from lib.errors import AppError, RateLimited
+from lib.errors import AppError, BadRequest, RateLimited
 from lib.generation import generation, rate_limits
-from lib.http import Request, Response
+from lib.http import EventStream, Request, Response, error_body
 
 
-def post(request: Request) -> Response:
+def post(request: Request) -> Response | EventStream:
     identity, auth_error = None, None
     try:
         identity = auth.authenticate(request.bearer_token())
@@ -25,16 +25,49 @@ def post(request: Request) -> Response:
         admission = generation.admit(request.client_ip, identity, auth_error)
     except rate_limits.RateLimitExceeded as exc:
         raise rate_limited(exc) from None
-    params = generation.parse_generation_request(request.json())
-    result = generation.generate(identity, params, admission)
+    body = request.json()
+    stream = wants_stream(body)
+    params = generation.parse_generation_request(body)
     limit = admission.user_limit
     headers = rate_limit_headers(limit) if limit is not None else {}
-    return Response(200, {
+    if stream:
+        started = generation.start_stream(identity, params, admission)
+        return EventStream(stream_events(started, request.request_id), headers)
+    result = generation.generate(identity, params, admission)
+    return Response(200, response_body(result), headers)
+
+
+def response_body(result: generation.Generation) -> dict:
+    """The 200 body, and the data of a stream's `done` event."""
+    return {
         "id": str(result.id), "text": result.text, "provider": result.provider,
         "model": result.model, "fallback": result.fallback,
         "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
                   "total_tokens": result.input_tokens + result.output_tokens},
-        "cost_usd": float(result.cost_usd), "quota": result.quota}, headers)
+        "cost_usd": float(result.cost_usd), "quota": result.quota}
+
+
+def wants_stream(body: dict) -> bool:
+    """Take the transport flag `stream` out of the body (the rest is the generation's)."""
+    stream = body.pop("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream: must be true or false", details={"field": "stream"})
+    return stream
+
+
+def stream_events(started: generation.GenerationStream, request_id: str):
+    """`delta` events, then `done` with the 200 body, or `error` with the error body when
+    the provider broke off. Closed early (the client went away), it closes `started`."""
+    try:
+        for text in started:
+            yield "delta", {"text": text}
+    except AppError as exc:
+        yield "error", error_body(exc, request_id)
+        return
+    finally:
+        started.close()
+    assert started.result is not None
+    yield "done", response_body(started.result)
 
 
 def rate_limit_headers(limit: rate_limits.LimitResponse) -> dict[str, str]:
