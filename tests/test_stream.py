@@ -191,7 +191,7 @@ class IpcBaseHandler(BaseHTTPRequestHandler):
 def _ipc_handler():
     app = load_handler("api/generate.py")
 
-    class Handler(IpcBaseHandler, app):  # type: ignore[valid-type,misc]
+    class Handler(IpcBaseHandler, app):
         def handle_request(self) -> None:
             method = getattr(self, "do_" + self.command)
             method()
