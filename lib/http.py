@@ -75,7 +75,7 @@ def _first_ip(value: str | None) -> str | None:
 class Request:
     """One parsed request. The body is read at most once, and only after the size check."""
 
-    def __init__(self, handler: BaseHTTPRequestHandler, request_id: str):
+    def __init__(self, handler: "Endpoint", request_id: str):
         self._handler = handler
         self.method = handler.command
         self.headers = handler.headers
@@ -159,6 +159,7 @@ class Endpoint(BaseHTTPRequestHandler):
     # JSON answer has a Content-Length; a connection whose request body was left unread, and
     # every event stream, is closed after the response.
     protocol_version = "HTTP/1.1"
+    body_read = False  # set by Request once the body was read off the connection
 
     def __getattr__(self, name: str):
         # BaseHTTPRequestHandler looks up do_<VERB>; answering every verb here means an
