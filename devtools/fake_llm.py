@@ -133,7 +133,7 @@ class _FakeProvider:
         timed, pieces_seen = [], 0
         for event in events:
             if isinstance(event, tuple):  # ("piece", sse text)
-                timed.append(self.first_token_s if pieces_seen == 0 else self.chunk_interval_s)
+                timed.append(float(self.first_token_s if pieces_seen == 0 else self.chunk_interval_s))
                 pieces_seen += 1
                 event = event[1]
             timed.append(event)

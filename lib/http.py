@@ -161,6 +161,12 @@ class Endpoint(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     body_read = False  # set by Request once the body was read off the connection
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the client dropped a kept-alive connection between two requests
+
     def __getattr__(self, name: str):
         # BaseHTTPRequestHandler looks up do_<VERB>; answering every verb here means an
         # unknown one gets our JSON 405 instead of the stdlib's HTML 501.
