@@ -1,6 +1,11 @@
 """POST /api/generate against a local instant-answer OpenAI server, side by side with the
-bare SDK call to the same server; Redis and Postgres round trips per warm request; import
-time of every api module in a fresh interpreter.
+bare SDK call to the same server (p50 added ms, also without the local Upstash proxy's own
+server time, which production's Upstash doesn't spend in this machine's CPU); streaming:
+time to the first delta through the route against the bare SDK's streaming call, with a
+provider whose first token comes after 100 ms, and how the deltas spread over time; Redis
+and Postgres round trips per warm request; the cold first request per route (import, first
+connections, first provider call, first request) in a fresh interpreter; import time of every
+api module.
 
     python -m bench generate          # ~1 minute
     python -m bench generate --full   # more requests
@@ -12,6 +17,7 @@ reaching the proxy, Postgres by bench._postgres_wire's TCP proxy (a round trip =
 speaking again after the server answered).
 """
 
+import json
 import os
 import statistics
 import subprocess
@@ -40,13 +46,31 @@ TOKEN = "bench-upstash-token"
 
 
 class CountingUpstash(upstash_proxy.Proxy):
-    """The Upstash proxy, counting REST requests (each is one Redis round trip)."""
+    """The Upstash proxy, counting REST requests (each is one Redis round trip) and the time
+    its handler spends per request (`server_ms`, summed)."""
 
     requests = 0
+    server_ms = 0.0
 
     def run(self, commands, transaction):
         CountingUpstash.requests += 1
         return super().run(commands, transaction)
+
+
+def _timed_upstash_handler(proxy: CountingUpstash):
+    base = upstash_proxy.make_handler(proxy)
+
+    class Timed(base):  # type: ignore[valid-type,misc]
+        def do_POST(self):
+            started = time.perf_counter()
+            try:
+                base.do_POST(self)
+            finally:
+                CountingUpstash.server_ms += (time.perf_counter() - started) * 1000
+
+        do_GET = do_POST
+
+    return Timed
 
 
 def _url(info: dict) -> str:
@@ -96,6 +120,75 @@ def _import_times(repeats: int) -> list[tuple[str, float]]:
     return rows
 
 
+_COLD_PROBE = r"""
+import http.client, json, os, sys, time
+t0 = time.perf_counter()
+from devtools.serve import load_handler, serve_in_process
+handler = load_handler(sys.argv[1])
+t1 = time.perf_counter()
+from lib import db, redis
+db.fetchone("SELECT 1")
+redis.ping()
+t2 = time.perf_counter()
+if sys.argv[1] == "api/generate.py":
+    from lib.generation import llm
+    for provider in llm.providers()[:1]:
+        provider.prepare()
+t3 = time.perf_counter()
+method, path, headers, body = json.loads(sys.argv[2])
+timings = []
+with serve_in_process(handler) as url:
+    for _ in range(2):
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+        started = time.perf_counter()
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        timings.append((time.perf_counter() - started) * 1000)
+        conn.close()
+ms = lambda a, b: (b - a) * 1000
+print(json.dumps([ms(t0, t1), ms(t1, t2), ms(t2, t3), *timings, response.status]))
+"""
+
+
+def _cold_requests() -> list[tuple[str, str, list]]:
+    user = dev_keys.mint("user_bench", "org_bench", ttl_s=3600)
+    owner = dev_keys.mint("user_bench", "org_bench", role="OWNER", ttl_s=3600)
+    cron = os.environ["CRON_SECRET"]
+    generate = {"authorization": f"Bearer {user}", "content-type": "application/json"}
+    return [
+        ("GET /api/health", "api/health.py", ["GET", "/api/health", {}, None]),
+        ("POST /api/generate", "api/generate.py",
+         ["POST", "/api/generate", generate, '{"prompt": "hi", "max_tokens": 16}']),
+        ("POST /api/generate (stream)", "api/generate.py",
+         ["POST", "/api/generate", generate, '{"prompt": "hi", "max_tokens": 16, "stream": true}']),
+        ("GET /api/admin/monitoring", "api/admin/monitoring.py",
+         ["GET", "/api/admin/monitoring", {"authorization": f"Bearer {owner}"}, None]),
+        ("GET /api/cron/purge", "api/cron/purge.py",
+         ["GET", "/api/cron/purge", {"authorization": f"Bearer {cron}"}, None]),
+        ("GET /api/cron/weekly-reminders", "api/cron/weekly-reminders.py",
+         ["GET", "/api/cron/weekly-reminders", {"authorization": f"Bearer {cron}"}, None]),
+        ("POST /api/webhooks/stripe (unsigned: 400)", "api/webhooks/stripe.py",
+         ["POST", "/api/webhooks/stripe", {"content-type": "application/json"}, "{}"]),
+    ]
+
+
+def _cold_starts(repeats: int) -> None:
+    rows = []
+    for label, entrypoint, request in _cold_requests():
+        runs = []
+        for _ in range(repeats):
+            out = subprocess.run([sys.executable, "-c", _COLD_PROBE, entrypoint, json.dumps(request)],
+                                 cwd=ROOT, check=True, capture_output=True, text=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        median = [statistics.median(r[i] for r in runs) for i in range(5)]
+        rows.append([label, *(f"{v:.0f}" for v in median), f"{sum(median[:4]):.0f}",
+                     str(runs[-1][5])])
+    print(f"\ncold first request per route, fresh interpreter (median of {repeats}): ms\n")
+    _table(["route", "import", "first connections (Postgres, Redis)", "SDK import + client",
+            "first request", "warm request", "cold total", "status"], rows)
+
+
 def _table(headers: list[str], rows: list[list]) -> None:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
@@ -124,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         if not redis_url:
             redis_url, redis_process = services.embedded_redis()
         upstash = ThreadingHTTPServer(("127.0.0.1", 0),
-                                      upstash_proxy.make_handler(CountingUpstash(redis_url, TOKEN)))
+                                      _timed_upstash_handler(CountingUpstash(redis_url, TOKEN)))
         upstash.daemon_threads = True
         threading.Thread(target=upstash.serve_forever, daemon=True).start()
         counter = RoundTripCounter(conninfo_to_dict(bench_db))
@@ -134,10 +227,12 @@ def main(argv: list[str] | None = None) -> None:
             "UPSTASH_REDIS_REST_TOKEN": TOKEN, "CLERK_JWT_KEY": dev_keys.public_pem(), "SENTRY_DSN": "",
             "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": fake.base_url,
             "ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
-            "QUOTA_TRIAL": "1000000", "RATE_LIMIT_IP": "1000000/60s",
-            "RATE_LIMIT_USER": "1000000/60s"})
+            "CRON_SECRET": "bench-cron-secret-" + uuid.uuid4().hex,
+            "STRIPE_WEBHOOK_SECRET": "whsec_bench", "QUOTA_TRIAL": "1000000",
+            "RATE_LIMIT_IP": "1000000/60s", "RATE_LIMIT_USER": "1000000/60s"})
         config.reload()
         _run(fake, counter, relay_url, bench_db, requests)
+        _cold_starts(repeats)
     finally:
         db.close_all()
         fake.close()
@@ -182,23 +277,61 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
         sdk.chat.completions.create(model="gpt-4o-mini", max_tokens=16,
                                     messages=[{"role": "user", "content": "hi"}])
 
+    def bare_first_delta() -> float:
+        started = time.perf_counter()
+        stream = sdk.chat.completions.create(
+            model="gpt-4o-mini", max_tokens=16, messages=[{"role": "user", "content": "hi"}],
+            stream=True, stream_options={"include_usage": True})
+        try:
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    return (time.perf_counter() - started) * 1000
+        finally:
+            stream.close()
+        raise AssertionError("no delta")
+
     with serve_in_process("api/generate.py") as url, httpx.Client() as client:
         token = dev_keys.mint("user_bench", "org_bench", ttl_s=3600)
         headers = {"authorization": f"Bearer {token}",
                    "x-forwarded-for": "198.51.100.7"}
+        proxy_ms: list[float] = []
 
         def route():
+            before = CountingUpstash.server_ms
             response = client.post(url + "/api/generate", headers=headers,
                                    json={"prompt": "hi", "max_tokens": 16})
             assert response.status_code == 200, response.text
+            proxy_ms.append(CountingUpstash.server_ms - before)
 
-        def side_by_side(n: int) -> tuple[list[float], list[float]]:
+        def route_stream(arrivals: list[float] | None = None) -> float:
+            """ms to the first `event: delta`; reads the stream to its end."""
+            started, first = time.perf_counter(), None
+            with client.stream("POST", url + "/api/generate", headers=headers,
+                               json={"prompt": "hi", "max_tokens": 16, "stream": True}) as response:
+                assert response.status_code == 200, response.read()
+                for line in response.iter_lines():
+                    if line == "event: delta":
+                        now = (time.perf_counter() - started) * 1000
+                        first = now if first is None else first
+                        if arrivals is not None:
+                            arrivals.append(now)
+            assert first is not None
+            return first
+
+        def side_by_side(n: int, a, b) -> tuple[list[float], list[float]]:
             # Interleaved in blocks so drift (CPU frequency, other load) hits both alike.
-            bare_ms, route_ms = [], []
-            for _ in range(max(1, n // 50)):
-                bare_ms += _time_calls(bare, min(50, n))
-                route_ms += _time_calls(route, min(50, n))
-            return bare_ms, route_ms
+            a_ms, b_ms = [], []
+            block = min(50, n)
+            for _ in range(max(1, n // block)):
+                a_ms += a(block)
+                b_ms += b(block)
+            return a_ms, b_ms
+
+        def timed(call):
+            return lambda n: _time_calls(call, n)
+
+        def first_delta(call):
+            return lambda n: [call() for _ in range(n)]
 
         _use_database(relay_url)
         for _ in range(20):  # warm: SDK import, pooled connections, provisioning
@@ -213,31 +346,80 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
 
         _use_database(direct_url)  # timings without the counting relay in the path
         route()
-        passes = [("instant provider", side_by_side(count))]
+        proxy_ms.clear()
+        passes = [("instant provider", *side_by_side(count, timed(bare), timed(route)),
+                   list(proxy_ms))]
         with psycopg.connect(direct_url, autocommit=True) as conn:
             conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
                          f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
                          " SET synchronous_commit = off")
         _use_database(direct_url)
         route()
-        passes.append(("instant provider, Postgres synchronous_commit=off", side_by_side(count)))
+        proxy_ms.clear()
+        passes.append(("instant provider, Postgres synchronous_commit=off",
+                       *side_by_side(count, timed(bare), timed(route)), list(proxy_ms)))
         with psycopg.connect(direct_url, autocommit=True) as conn:
             conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
                          f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
                          " RESET synchronous_commit")
         _use_database(direct_url)
         fake.delay_s = 0.1
-        passes.append(("provider answering in 100 ms", side_by_side(min(count, 100))))
+        proxy_ms.clear()
+        n = min(count, 100)
+        passes.append(("provider answering in 100 ms",
+                       *side_by_side(n, timed(bare), timed(route)), list(proxy_ms)))
         fake.delay_s = 0
+
+        # Streaming: the first token after 100 ms, then 19 more 2 ms apart.
+        fake.text, fake.stream_chunks = "token " * 20, 20
+        fake.first_token_s, fake.chunk_interval_s = 0.1, 0.002
+        bare_first_delta()
+        route_stream()
+        streams = [("durable commits", *side_by_side(min(count, 100), first_delta(bare_first_delta),
+                                                     first_delta(route_stream)))]
+        with psycopg.connect(direct_url, autocommit=True) as conn:
+            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
+                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
+                         " SET synchronous_commit = off")
+        _use_database(direct_url)
+        route_stream()
+        streams.append(("Postgres synchronous_commit=off",
+                        *side_by_side(min(count, 100), first_delta(bare_first_delta),
+                                      first_delta(route_stream))))
+        with psycopg.connect(direct_url, autocommit=True) as conn:
+            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
+                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
+                         " RESET synchronous_commit")
+        _use_database(direct_url)
+        fake.chunk_interval_s = 0.05  # 10 pieces sent over 450 ms: do they arrive that way?
+        fake.stream_chunks = 10
+        arrivals: list[float] = []
+        route_stream(arrivals)
+        fake.text, fake.stream_chunks, fake.first_token_s, fake.chunk_interval_s = "ok", 4, 0, 0
 
     print(f"warm process, loopback; {count} requests per instant pass, interleaved blocks of 50\n")
     rows = []
-    for label, (bare_ms, route_ms) in passes:
+    for label, bare_ms, route_ms, upstash_ms in passes:
         (b50, b99), (r50, r99) = _stats(bare_ms), _stats(route_ms)
+        own = statistics.median([r - u for r, u in zip(route_ms, upstash_ms)]) if \
+            len(upstash_ms) == len(route_ms) else float("nan")
         rows.append([label, f"{b50:.2f}", f"{b99:.2f}", f"{r50:.2f}", f"{r99:.2f}",
-                     f"{r50 / b50:.2f}x", f"{r50 - b50:.2f}"])
-    _table(["pass", "SDK p50", "SDK p99", "route p50", "route p99", "p50 ratio (< 1.5x)",
-            "p50 overhead ms"], rows)
+                     f"{r50 / b50:.2f}x", f"{r50 - b50:.2f}", f"{own - b50:.2f}"])
+    _table(["pass", "SDK p50", "SDK p99", "route p50", "route p99", "p50 ratio",
+            "p50 added ms", "p50 added ms without the Upstash proxy (target <= 3)"], rows)
+    print("\nstreaming, provider's first token after 100 ms: time to the first delta, "
+          f"{len(streams[0][2])} streams per pass\n")
+    stream_rows = []
+    for label, stream_bare, stream_route in streams:
+        (b50, b99), (r50, r99) = _stats(stream_bare), _stats(stream_route)
+        stream_rows.append([label, f"{b50:.1f}", f"{b99:.1f}", f"{r50:.1f}", f"{r99:.1f}",
+                            f"{r50 / b50:.3f}x", f"{r50 - b50:.1f}"])
+    _table(["pass", "SDK stream p50", "SDK p99", "route p50", "route p99",
+            "p50 ratio (target <= 1.1)", "p50 added ms"], stream_rows)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    print(f"\n10 pieces sent 50 ms apart arrived at the client over "
+          f"{arrivals[-1] - arrivals[0]:.0f} ms (provider: 450 ms); gaps between deltas "
+          f"min {min(gaps):.0f} / median {statistics.median(gaps):.0f} / max {max(gaps):.0f} ms")
     print(f"\none durable INSERT commit on this Postgres: {_commit_ms(direct_url):.2f} ms "
           "(the route makes two: reserve, record)\n")
     _table(["round trips per warm request", "measured", "target"],

@@ -12,6 +12,14 @@ API, for the real SDKs to talk to (tests and bench/generate.py).
 
 Each keeps the JSON bodies and headers it received (`requests`), thread-safe, and answers
 with the provider's request-id header (`last_request_id`).
+
+A request with `"stream": true` is answered in the provider's streaming wire format
+(server-sent events over chunked transfer encoding): OpenAI `chat.completion.chunk` objects
+ending in `data: [DONE]` (plus the usage chunk when `stream_options.include_usage`), Anthropic
+message_start / content_block_* / message_delta / message_stop events. The text is sent in
+`stream_chunks` pieces, the first after `first_token_s`, the others `chunk_interval_s` apart;
+`stream_error_after = n` sends the provider's in-stream error event after n pieces.
+`stream_disconnects` counts the streams the client closed before the end.
 """
 
 import json
@@ -38,6 +46,9 @@ class _FakeProvider:
                  output_tokens: int = 8, status: int = 200, delay_s: float = 0.0):
         self.text, self.input_tokens, self.output_tokens = text, input_tokens, output_tokens
         self.status, self.delay_s = status, delay_s
+        self.stream_chunks, self.first_token_s, self.chunk_interval_s = 4, 0.0, 0.0
+        self.stream_error_after: int | None = None
+        self.stream_disconnects = 0
         self.requests: list[dict] = []
         self.error_body: dict | None = None
         self.success_body: dict | None = None  # a 200 that is not a completion
@@ -65,12 +76,21 @@ class _FakeProvider:
                     return self._send(status, fake.error_body or fake._error(status, f"fake {status}"))
                 self._send(200, fake._models_page(fake.models or []))
 
+            def handle(self):
+                try:
+                    super().handle()
+                except (ConnectionResetError, BrokenPipeError):
+                    pass  # a client closed a kept-alive connection (e.g. a stream it left)
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = fake._answer(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
+                if status == 200 and isinstance(body, list):  # a stream: a list of SSE events
+                    self._stream(body)
+                    return
                 self._send(status, body)
 
             def _send(self, status, body):
@@ -88,6 +108,25 @@ class _FakeProvider:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout): that is the point of a delay
 
+            def _stream(self, events: list):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for event in events:
+                        if isinstance(event, float):  # a pause between events
+                            time.sleep(event)
+                            continue
+                        data = event.encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    with fake._lock:
+                        fake.stream_disconnects += 1
+                    self.close_connection = True
+
         self._local = LocalServer(Handler)
         self.url, self.close = self._local.url, self._local.close
 
@@ -101,7 +140,7 @@ class _FakeProvider:
         with self._lock:
             return len(self.requests)
 
-    def _answer(self, path: str, headers: dict, raw: bytes) -> tuple[int, dict]:
+    def _answer(self, path: str, headers: dict, raw: bytes) -> tuple[int, dict | list]:
         with self._lock:
             try:
                 body = json.loads(raw or b"{}")
@@ -116,7 +155,31 @@ class _FakeProvider:
         model = (body or {}).get("model")
         if self.models is not None and model not in self.models:
             return 404, self._model_not_found(str(model))
+        if isinstance(body, dict) and body.get("stream") is True:
+            return 200, self._timed(self._stream_events(body))
         return 200, self.success_body if self.success_body is not None else self._success(body or {})
+
+    def pieces(self) -> list[str]:
+        """The text cut into `stream_chunks` pieces (what a stream sends, in order)."""
+        count = max(1, min(self.stream_chunks, len(self.text)))
+        size = -(-len(self.text) // count)
+        return [self.text[i:i + size] for i in range(0, len(self.text), size)]
+
+    def _timed(self, events: list) -> list:
+        """Pauses (floats) put before the first text piece and between the later ones."""
+        timed, pieces_seen = [], 0
+        for event in events:
+            if isinstance(event, tuple):  # ("piece", sse text)
+                timed.append(float(self.first_token_s if pieces_seen == 0 else self.chunk_interval_s))
+                pieces_seen += 1
+                event = event[1]
+            timed.append(event)
+        return [e for e in timed if not isinstance(e, float) or e > 0]
+
+    @staticmethod
+    def _sse(data: dict | str, event: str | None = None) -> str:
+        text = data if isinstance(data, str) else json.dumps(data)
+        return (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
 
 
 class FakeOpenAI(_FakeProvider):
@@ -149,6 +212,31 @@ class FakeOpenAI(_FakeProvider):
                           "completion_tokens": self.output_tokens,
                           "total_tokens": self.input_tokens + self.output_tokens}}
 
+    def _stream_events(self, body: dict) -> list:
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model", "gpt-4o-mini"),
+                "system_fingerprint": None}
+        usage = (body.get("stream_options") or {}).get("include_usage") is True
+        extra = {"usage": None} if usage else {}
+
+        def chunk(delta: dict, finish: str | None = None) -> str:
+            return self._sse({**base, **extra, "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+        events: list = [chunk({"role": "assistant", "content": "", "refusal": None})]
+        for index, piece in enumerate(self.pieces()):
+            if self.stream_error_after is not None and index == self.stream_error_after:
+                return events + [self._sse({"error": {"message": "fake mid-stream error",
+                                                      "type": "server_error", "param": None,
+                                                      "code": "server_error"}})]
+            events.append(("piece", chunk({"content": piece})))
+        events.append(chunk({}, "stop"))
+        if usage:
+            events.append(self._sse({**base, "choices": [], "usage": {
+                "prompt_tokens": self.input_tokens, "completion_tokens": self.output_tokens,
+                "total_tokens": self.input_tokens + self.output_tokens}}))
+        return events + [self._sse("[DONE]")]
+
 
 class FakeAnthropic(_FakeProvider):
     path = "/v1/messages"
@@ -177,3 +265,26 @@ class FakeAnthropic(_FakeProvider):
                 "content": [{"type": "text", "text": self.text}],
                 "stop_reason": "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}
+
+    def _stream_events(self, body: dict) -> list:
+        message = {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant",
+                   "model": body.get("model", "claude-3-5-haiku-latest"), "content": [],
+                   "stop_reason": None, "stop_sequence": None,
+                   "usage": {"input_tokens": self.input_tokens, "output_tokens": 1}}
+        events: list = [
+            self._sse({"type": "message_start", "message": message}, "message_start"),
+            self._sse({"type": "content_block_start", "index": 0,
+                       "content_block": {"type": "text", "text": ""}}, "content_block_start"),
+            self._sse({"type": "ping"}, "ping")]
+        for index, piece in enumerate(self.pieces()):
+            if self.stream_error_after is not None and index == self.stream_error_after:
+                return events + [self._sse({"type": "error", "error": {
+                    "type": "overloaded_error", "message": "fake mid-stream error"}}, "error")]
+            events.append(("piece", self._sse({"type": "content_block_delta", "index": 0, "delta": {
+                "type": "text_delta", "text": piece}}, "content_block_delta")))
+        return events + [
+            self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+            self._sse({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                          "stop_sequence": None},
+                       "usage": {"output_tokens": self.output_tokens}}, "message_delta"),
+            self._sse({"type": "message_stop"}, "message_stop")]

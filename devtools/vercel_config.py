@@ -23,7 +23,7 @@ VERCEL_JSON = ROOT / "vercel.json"
 # Seconds each function may run, one entry per file under api/ (in vercel.json's order).
 MAX_DURATION_S = {
     "api/health.py": 10,
-    "api/generate.py": 30,
+    "api/generate.py": 300,  # a streamed 4096-token answer (lib.generation.llm.streaming)
     "api/webhooks/stripe.py": 30,
     "api/cron/weekly-reminders.py": 60,
     "api/cron/purge.py": 60,

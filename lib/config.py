@@ -223,7 +223,7 @@ VARS: tuple[Var, ...] = (
         unset="every OWNER sees only their own organization's dashboard"),
 
     Var("RESERVATION_TIMEOUT_S", "reservation_timeout_s", _PLANS, "an unsettled quota "
-        "reservation is reclaimed after this (generate's maxDuration + margin)", number, "60",
+        "reservation is reclaimed after this (generate's maxDuration + margin)", number, "330",
         1, 86400),
     Var("TRIAL_DAYS", "trial_days", _PLANS, "length of a new organization's trial", integer, "14",
         0, 365),

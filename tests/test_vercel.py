@@ -6,6 +6,7 @@ Both run in a copy of the project's tracked files, so they see what a fresh clon
 import json
 import os
 import shutil
+import time
 import subprocess
 from pathlib import Path
 
@@ -106,3 +107,45 @@ def test_vercel_dev_serves_health_and_no_source_files(tmp_path, app_env):
     finally:
         os.killpg(process.pid, 9)
         process.wait()
+
+
+def test_vercel_dev_streams_generate(tmp_path, app_env):
+    """`"stream": true` through the real CLI: every event arrives, in order, ending in done.
+    `vercel dev` runs a plain handler class through vc_init's buffered vc_handler (it reads the
+    whole response, then answers), so here the events arrive together; the platform's IPC mode
+    streams them (tests/test_stream.py composes its handler)."""
+    from devtools.fake_llm import FakeAnthropic, FakeOpenAI
+    from tests.support.generate_stack import stack_env
+    from tests.support.tokens import mint_token
+
+    openai, anthropic = FakeOpenAI(), FakeAnthropic()
+    openai.stream_chunks, openai.chunk_interval_s = 5, 0.3
+    copy = _project_copy(tmp_path)
+    port = free_port()
+    env = {**_cli_env(), **app_env, **stack_env(openai, anthropic), "PORT": str(port)}
+    process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "python"), "-m", "devtools.dev"],
+                               cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_for_port(port, timeout=120, process=process)
+        # the first request builds the function (minutes): a token that outlives that
+        token = mint_token("user_1", org_id="org_1", email="user_1@example.com",
+                           exp=int(time.time()) + 3600)
+        events, started = [], None
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/api/generate", timeout=300,
+                          json={"prompt": "Say hi", "stream": True},
+                          headers={"authorization": f"Bearer {token}"}) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    started = started or time.monotonic()
+                    events.append((line[len("event: "):], time.monotonic() - started))
+        names = [name for name, _ in events]
+        assert names == ["delta"] * 5 + ["done"], names
+        print("vercel dev delta arrival spread (s):", round(events[4][1] - events[0][1], 2))
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait()
+        openai.close()
+        anthropic.close()

@@ -15,6 +15,7 @@ Redis trouble fails open (reported, request served, the Postgres quota still hol
 Postgres trouble is a 503 with nothing written. Plain values in and out: no Request here.
 """
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from lib import redis
 from lib.auth import Identity
 from lib.errors import AppError, BadRequest, IpBlocked, Unauthorized
 from lib.generation import circuit_breaker, llm, pricing, quota, rate_limits
+from lib.generation.llm import streaming
 from lib.observability import log, report
 
 MAX_PROMPT_CHARS = 20_000
@@ -263,3 +265,147 @@ def _failure_record(outcome: llm.Outcome, started: float, exc: BaseException | N
     return {**_common_record(outcome, started), "provider": outcome.last_provider,
             "model": outcome.model, "provider_request_id": tried[-1].request_id if tried else None,
             "error_class": type(exc).__name__ if exc is not None else outcome.error_class}
+
+
+# --- streaming ("stream": true) ------------------------------------------------------------
+
+def _estimated_tokens(text: str) -> int:
+    """Tokens counted from text when the provider hasn't said yet (~4 characters a token)."""
+    return math.ceil(len(text) / 4)
+
+
+class GenerationStream:
+    """A generation whose provider has sent its first delta. Iterate it for the text deltas
+    (the first included). When the iteration ends, `result` is the Generation and the row is
+    succeeded; a provider failure mid-stream settles the row `failed` with the tokens used so
+    far and raises ProviderUnavailable; `close()` before the end (the client went away)
+    closes the provider stream and settles the row `cancelled`."""
+
+    def __init__(self, reservation: quota.Reservation, admission: Admission,
+                 params: GenerationRequest, outcome: llm.Outcome, provider_stream, first: str,
+                 started: float):
+        self._reservation, self._admission, self._params = reservation, admission, params
+        self._outcome, self._provider_stream, self._first = outcome, provider_stream, first
+        self._started = started
+        self._texts: list[str] = []
+        self.result: Generation | None = None
+        self._iterator = self._run()
+
+    def __iter__(self):
+        return self._iterator
+
+    def close(self) -> None:
+        self._iterator.close()
+
+    def _run(self):
+        deadline = time.monotonic() + streaming.STREAM_DEADLINE_S
+        settled = False
+        try:
+            self._texts.append(self._first)
+            yield self._first
+            for text in self._provider_stream.texts:
+                self._texts.append(text)
+                yield text
+                if time.monotonic() > deadline:
+                    raise StreamDeadline()
+            self.result = self._succeed()
+            settled = True
+        except GeneratorExit:
+            self._settle("cancelled", None)
+            settled = True
+            raise
+        except Exception as exc:  # the provider broke off: the caller gets an error event
+            reason = streaming.stream_classify(exc)[1] if not isinstance(exc, StreamDeadline) \
+                else "deadline"
+            used = self._settle("failed", exc, reason)
+            settled = True
+            raise llm.ProviderUnavailable(
+                "The LLM provider stopped before the answer was complete", details={
+                    "generation_id": str(self._reservation.generation_id),
+                    "quota": self._reservation.quota(used)}) from exc
+        finally:
+            self._provider_stream.close()
+            if not settled:  # e.g. a BaseException other than GeneratorExit
+                self._settle("failed", None)
+
+    def _usage(self) -> tuple[int, int]:
+        s, params = self._provider_stream, self._params
+        input_tokens = s.input_tokens if s.input_tokens is not None else \
+            _estimated_tokens("".join(m["content"] for m in params.messages) + (params.system or ""))
+        output_tokens = s.output_tokens if s.output_tokens is not None else \
+            _estimated_tokens("".join(self._texts))
+        return input_tokens, output_tokens
+
+    def _record(self) -> dict:
+        input_tokens, output_tokens = self._usage()
+        model = self._provider_stream.model
+        price = pricing.price_for(model)
+        return {**_common_record(self._outcome, self._started), "provider": self._outcome.provider,
+                "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                "cost_usd": pricing.cost_usd(price, input_tokens, output_tokens),
+                "price_version": price.version}
+
+    def _succeed(self) -> Generation:
+        _update_breaker(self._admission.breaker, self._outcome)
+        record = self._record()
+        try:
+            quota.record_success(self._reservation, record)
+        except AppError as exc:  # as in `generate`: the answer was sent, keep it
+            report(exc, component="record_generation",
+                   generation_id=str(self._reservation.generation_id))
+        log("generation", provider=record["provider"], model=record["model"],
+            fallback=self._outcome.fallback, input_tokens=record["input_tokens"],
+            output_tokens=record["output_tokens"], cost_usd=str(record["cost_usd"]), stream=True)
+        return Generation(self._reservation.generation_id, "".join(self._texts),
+                          record["provider"], record["model"], self._outcome.fallback,
+                          record["input_tokens"], record["output_tokens"], record["cost_usd"],
+                          self._reservation.quota())
+
+    def _settle(self, status: str, exc: BaseException | None, reason: str | None = None) -> int:
+        attempts = self._outcome.attempts
+        if status == "failed" and attempts and attempts[-1].outcome == "succeeded":
+            last = attempts[-1]
+            attempts[-1] = llm.Attempt(last.provider, last.model, "failed", reason or "stream_error",
+                                       type(exc).__name__ if exc else None, None, last.latency_ms)
+            _update_breaker(self._admission.breaker, self._outcome)
+        record = {**self._record(), "error_class": type(exc).__name__ if exc else None}
+        try:
+            used = quota.settle_partial(self._reservation, status, record)
+        except AppError as exc2:
+            report(exc2, component="record_generation",
+                   generation_id=str(self._reservation.generation_id))
+            used = self._reservation.used
+        log("generation", level="warning", status=status, provider=record["provider"],
+            model=record["model"], input_tokens=record["input_tokens"],
+            output_tokens=record["output_tokens"], cost_usd=str(record["cost_usd"]), stream=True)
+        return used
+
+
+class StreamDeadline(Exception):
+    """The answer did not end within streaming.STREAM_DEADLINE_S."""
+
+
+def start_stream(identity: Identity, params: GenerationRequest,
+                 admission: Admission) -> GenerationStream:
+    """Steps 3-4 of `generate` for a streamed answer, up to the provider's first delta. Until
+    then everything fails exactly like `generate` (the same errors, the row failed and the
+    unit given back), so the edge can still answer with a JSON status."""
+    llm.require_provider()
+    reservation = quota.reserve(identity)
+    breaker = admission.breaker
+    started = time.monotonic()
+    try:
+        outcome, provider_stream, first = streaming.open_stream(
+            params.messages, params.system, params.max_tokens, params.temperature,
+            skip_primary_reason="circuit_open" if breaker.open else None)
+    except llm.ProviderUnavailable as exc:
+        _update_breaker(breaker, exc.outcome)
+        used = quota.release(reservation, _failure_record(exc.outcome, started))
+        raise type(exc)(exc.message, outcome=exc.outcome, details={
+            "generation_id": str(reservation.generation_id),
+            "quota": reservation.quota(used)}) from exc
+    except BaseException as exc:
+        quota.release(reservation, _failure_record(llm.Outcome(), started, exc))
+        raise
+    return GenerationStream(reservation, admission, params, outcome, provider_stream, first,
+                            started)

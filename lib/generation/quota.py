@@ -251,3 +251,42 @@ def sweep_abandoned(batch_size: int = 1000, max_batches: int = 100) -> int:
         if done < batch_size:
             break
     return total
+
+
+# A stream that ended early: `cancelled` (the client went away; the provider was paid for
+# what it sent, so the unit stays used) or `failed` (the provider broke off after the first
+# delta; failed generations don't count, so the unit is given back). Either way the row
+# carries the tokens used so far and their cost.
+_SETTLE_PARTIAL = """
+WITH settled AS (
+    UPDATE generations
+    SET status = %(status)s, provider = %(provider)s, model = %(model)s,
+        input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
+        cost_usd = %(cost_usd)s, price_version = %(price_version)s, latency_ms = %(latency_ms)s,
+        fallback = %(fallback)s, fallback_reason = %(fallback_reason)s,
+        error_class = %(error_class)s, primary_outcome = %(primary_outcome)s,
+        attempts = %(attempts)s, completed_at = now()
+    WHERE id = %(id)s AND status = 'pending'
+    RETURNING organization_id, status
+),
+released AS (
+    UPDATE generation_usage g SET used = g.used - 1, updated_at = now()
+    FROM settled
+    WHERE settled.status = 'failed' AND g.organization_id = settled.organization_id
+      AND g.month = %(month)s AND g.used > 0
+    RETURNING g.used
+)
+SELECT coalesce((SELECT used FROM released),
+                (SELECT used FROM generation_usage
+                 WHERE organization_id = %(organization_id)s AND month = %(month)s)) AS used"""
+
+
+def settle_partial(reservation: Reservation, status: str, record: dict) -> int:
+    """Close a stream's row as `cancelled` or `failed` with the tokens used so far (`record`
+    as for record_success plus error_class); returns the month's `used` afterwards."""
+    if status not in ("cancelled", "failed"):
+        raise ValueError(status)
+    row = db.fetchone(_SETTLE_PARTIAL, {
+        **record, "status": status, "id": reservation.generation_id, "month": reservation.month,
+        "organization_id": reservation.organization_id})
+    return row["used"] or 0

@@ -2,7 +2,7 @@
 
 from lib.generation.llm import models
 from lib.generation.llm.clients import client
-from lib.generation.llm.types import BadProviderResponse, Reply
+from lib.generation.llm.types import BadProviderResponse, Reply, TextStream
 
 
 def request(model: str, messages, system: str | None, max_tokens: int,
@@ -28,3 +28,26 @@ def complete(api_key: str, base_url: str | None, model: str, messages, system: s
                  input_tokens=usage.prompt_tokens if usage else 0,
                  output_tokens=usage.completion_tokens if usage else 0,
                  request_id=getattr(response, "_request_id", None))
+
+
+def stream(api_key: str, base_url: str | None, model: str, messages, system: str | None,
+           max_tokens: int, temperature: float | None, timeout: float) -> TextStream:
+    """The same request with `stream: true`; usage arrives in the last chunk (include_usage).
+    `timeout` bounds the connection and each read (the wait for every next chunk)."""
+    response = client("openai", api_key, base_url).chat.completions.create(
+        **request(model, messages, system, max_tokens, temperature), timeout=timeout,
+        stream=True, stream_options={"include_usage": True})
+    out = TextStream(model, response.close)
+
+    def texts():
+        for chunk in response:
+            out.model = chunk.model or out.model
+            if chunk.usage is not None:
+                out.input_tokens = chunk.usage.prompt_tokens
+                out.output_tokens = chunk.usage.completion_tokens
+            for choice in chunk.choices:
+                if choice.delta is not None and choice.delta.content:
+                    yield choice.delta.content
+
+    out.texts = texts()
+    return out

@@ -32,3 +32,19 @@ class Attempt:
 
     def as_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class TextStream:
+    """One provider's streamed answer: iterate `texts` for the text deltas; model and usage
+    are filled in as the provider reports them (None until it has). `close()` closes the
+    HTTP response, which is how the provider learns the client has gone."""
+
+    def __init__(self, model: str, close):
+        self.model = model
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.texts = iter(())
+        self._close = close
+
+    def close(self) -> None:
+        self._close()
