@@ -58,7 +58,7 @@ def test_stream_is_deltas_then_done_with_exactly_the_json_body(stack, sql):
     done = events[-1][1]
     plain = stack.post({"prompt": "Say hi"}).json()
     assert set(done) == set(plain) == {"id", "text", "provider", "model", "fallback", "usage",
-                                        "cost_usd", "quota"}
+                                        "cost_usd", "quota", "provider_request_id"}
     assert done["text"] == text and done["provider"] == "openai" and done["fallback"] is False
     # usage from the include_usage chunk, not an estimate
     assert done["usage"] == {"input_tokens": 12, "output_tokens": 8, "total_tokens": 20}
@@ -101,7 +101,7 @@ def test_errors_before_the_first_delta_keep_their_json_status(stack, sql):
     stack.openai.script(400)
     with _stream(stack) as response:
         response.read()
-    assert response.status_code == 502 and response.json()["error"]["code"] == "provider_rejected"
+    assert response.status_code == 400 and response.json()["error"]["code"] == "provider_rejected"
     with _stream(stack, {"stream": "yes"}) as response:
         response.read()
     assert response.status_code == 400 and response.json()["error"]["field"] == "stream"
