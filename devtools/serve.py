@@ -91,11 +91,16 @@ def serve_through_vercel_runtime(entrypoint: str, env: dict[str, str]):
 
 
 class SentryReceiver:
-    """An HTTP server that accepts Sentry envelopes and keeps the events it receives."""
+    """An HTTP server that accepts Sentry envelopes and keeps what it receives: `raw` (every
+    envelope's bytes), `events` (the error events), `items` (every item: events, messages,
+    check-ins, ...). `delay_s` makes each answer wait (a slow Sentry)."""
 
-    def __init__(self):
+    def __init__(self, delay_s: float = 0.0):
         self.events: list[dict] = []
+        self.items: list[dict] = []
         self.raw: list[bytes] = []
+        self.delay_s = delay_s
+        self._received = threading.Condition()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,21 +111,35 @@ class SentryReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
-                receiver.raw.append(body)
-                for line in body.splitlines():
-                    try:
-                        item = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(item, dict) and "exception" in item:
-                        receiver.events.append(item)
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
+                with receiver._received:
+                    receiver.raw.append(body)
+                    for line in body.splitlines():
+                        try:
+                            item = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(item, dict) and ("exception" in item or "message" in item
+                                                       or "check_in_id" in item):
+                            receiver.items.append(item)
+                            if "exception" in item:
+                                receiver.events.append(item)
+                    receiver._received.notify_all()
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, envelopes: int, timeout: float = 10) -> bool:
+        """Wait until at least `envelopes` envelopes arrived (events are flushed after the
+        response is written, so a client can see its answer before Sentry sees the event)."""
+        with self._received:
+            return self._received.wait_for(lambda: len(self.raw) >= envelopes, timeout)
 
     @property
     def dsn(self) -> str:
