@@ -245,5 +245,19 @@ class Endpoint(BaseHTTPRequestHandler):
         exc = errors.MalformedRequest(code, message)
         self._send(Response(code, error_body(exc, None)), uuid.uuid4().hex)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+    # http.server's own logging. The access line (`"POST /api/cron/purge?secret=..." 200`)
+    # must never be written: it carries the full URL. Vercel's runtime mixes its BaseHandler in
+    # first (`class Handler(BaseHandler, handler)`), and its log_message, printing to stdout,
+    # wins over ours; it defines neither log_request nor log_error, so those two are ours.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # one structured line per request is written by _dispatch instead
+
+    def log_error(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        try:
+            message = format % args
+        except (TypeError, ValueError):
+            message = format
+        log("http_server_error", level="warning", message=message[:300])  # redacted by log()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        pass  # see log_request: only reached when no runtime class comes first
