@@ -259,6 +259,8 @@ class SentryReceiver:
         self.raw: list[bytes] = []
         self.delay_s = delay_s
         self._received = threading.Condition()
+        self._gate = threading.Event()
+        self._gate.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -271,6 +273,7 @@ class SentryReceiver:
                     body = zlib.decompress(body, 16 + zlib.MAX_WBITS)
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
+                receiver._gate.wait(timeout=30)
                 with receiver._received:
                     receiver.raw.append(body)
                     for line in body.splitlines():
@@ -293,6 +296,13 @@ class SentryReceiver:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def hold(self) -> None:
+        """Keep every envelope from arriving until `release()` (a hung Sentry)."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
     def wait_for(self, envelopes: int, timeout: float = 10) -> bool:
         """Wait until at least `envelopes` envelopes arrived (events are flushed after the
         response is written, so a client can see its answer before Sentry sees the event)."""
@@ -304,5 +314,6 @@ class SentryReceiver:
         return f"http://publickey@127.0.0.1:{self.server.server_address[1]}/1"
 
     def close(self):
+        self.release()
         self.server.shutdown()
         self.server.server_close()

@@ -168,7 +168,8 @@ def _sentry(cfg):
         return None
     import sentry_sdk
 
-    sentry_sdk.init(dsn=cfg.sentry_dsn, environment=cfg.environment, send_default_pii=False,
+    sentry_sdk.init(dsn=cfg.sentry_dsn, environment=cfg.environment, release=cfg.release,
+                    send_default_pii=False,
                     include_local_variables=False, max_request_body_size="never",
                     before_send=_scrub, before_send_transaction=_scrub,
                     before_breadcrumb=_scrub_breadcrumb, default_integrations=False,
@@ -214,7 +215,13 @@ def _flush_now_or_after_response(sdk) -> None:
 
 
 DEGRADED_INTERVAL_S = 60.0
-_degraded_slots: dict[str, list[float]] = {}
+
+
+@per_settings
+def _degraded_slots(cfg) -> dict[str, list[float]]:
+    """Per process (an instance), like the SDK; a config reload (tests) starts afresh."""
+    return {}
+
 
 
 def _claim_degraded(component: str) -> bool:
@@ -222,7 +229,11 @@ def _claim_degraded(component: str) -> bool:
     Lock-free and thread-safe: each component has a one-token slot (a list, created once by
     the atomic dict.setdefault); list.pop/append are atomic, so exactly one thread holds the
     token at a time, and a thread that finds the slot empty knows another is deciding."""
-    slot = _degraded_slots.setdefault(component, [float("-inf")])
+    try:
+        slots = _degraded_slots()
+    except Exception:  # noqa: BLE001 - a malformed setting: report (the report says why)
+        return True
+    slot = slots.setdefault(component, [float("-inf")])
     try:
         last = slot.pop()
     except IndexError:

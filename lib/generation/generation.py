@@ -28,7 +28,7 @@ from lib import redis
 from lib.auth import Identity
 from lib.errors import AppError, BadRequest, IpBlocked, Unauthorized
 from lib.generation import circuit_breaker, llm, pricing, quota, rate_limits
-from lib.observability import log, report
+from lib.observability import log, report_degraded
 
 MAX_PROMPT_CHARS = 20_000
 MAX_SYSTEM_CHARS = 20_000
@@ -108,7 +108,7 @@ def _checks(ip: str, user_id: str | None):
         batch.run()
         return checks(), breaker()
     except redis.RedisUnavailable as exc:
-        report(exc, component="rate_limits", fail_open=True)
+        report_degraded("redis", exc, part="rate_limits", fail_open=True)
         return None, circuit_breaker.BreakerState(llm.PRIMARY)
 
 
@@ -166,7 +166,8 @@ def generate(identity: Identity, params: GenerationRequest,
     except AppError as exc:
         # The text exists and the quota stays reserved (the row stays pending); losing the
         # answer the user already waited for would be worse than a gap in the accounting.
-        report(exc, component="record_generation", generation_id=str(reservation.generation_id))
+        report_degraded("record_generation", exc,
+                        generation_id=str(reservation.generation_id))
     log("generation", provider=outcome.provider, model=reply.model, fallback=outcome.fallback,
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))
     return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,

@@ -23,7 +23,7 @@ from upstash_ratelimit.limiter import Response as LimitResponse
 from lib import compat, ip_blocks, redis
 from lib.config import Rate, settings
 from lib.errors import RateLimited
-from lib.observability import log, report
+from lib.observability import log, report_degraded
 
 PREFIX = "ratelimit"
 _STRIKES_PREFIX = "ratelimit:strikes:ip:"
@@ -98,5 +98,5 @@ def record_ip_strike(ip: str) -> bool:
         log("ip_auto_blocked", level="warning", ip=ip, strikes=int(strikes()))
         return True
     except Exception as exc:  # noqa: BLE001 - fail open, whatever broke
-        report(exc, component="auto_block")
+        report_degraded("auto_block", exc)
         return False

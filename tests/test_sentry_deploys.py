@@ -1,0 +1,85 @@
+"""Issue 14 §2: Sentry the way a Vercel deploy needs it. Events carry the deploy's release and
+environment; degraded-mode reports are rate-limited per component; the flush happens after the
+response is written and before the handler returns (what the runtime waits for)."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from devtools.serve import SentryReceiver, runtime_handler, serve_in_process
+from devtools.services import free_port
+from lib import config
+from lib.http import Endpoint
+
+SHA = "3f1c2a9e8b7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
+
+
+class Broken(Endpoint):
+    route = "/broken"
+
+    def get(self, request):
+        raise RuntimeError("an unhandled bug")
+
+
+@pytest.fixture
+def receiver(monkeypatch):
+    receiver = SentryReceiver()
+    monkeypatch.setenv("SENTRY_DSN", receiver.dsn)
+    config.reload()
+    yield receiver
+    receiver.close()
+
+
+@pytest.mark.pure
+def test_events_carry_release_and_environment(receiver, serve, monkeypatch):
+    monkeypatch.setenv("VERCEL_GIT_COMMIT_SHA", SHA)
+    monkeypatch.setenv("VERCEL_ENV", "preview")
+    config.reload()
+    url = serve(Broken)
+    assert httpx.get(url + "/broken", timeout=30).status_code == 500
+    assert receiver.wait_for(1)
+    event = receiver.events[0]
+    assert (event["release"], event["environment"]) == (SHA, "preview")
+
+
+def test_fifty_requests_during_a_redis_outage_send_one_event(stack, receiver):
+    stack.configure(UPSTASH_REDIS_REST_URL=f"http://127.0.0.1:{free_port()}",
+                    QUOTA_TRIAL="100")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(lambda i: stack.post(user=f"user_{i % 5}").status_code, range(50)))
+    assert statuses == [200] * 50  # fail open
+    assert receiver.wait_for(1)
+    time.sleep(1)  # anything else that was queued would have arrived by now
+    assert len(receiver.events) == 1
+    event = receiver.events[0]
+    assert event["tags"]["component"] == "redis" and event["tags"]["degraded"] in (True, "True", "true")
+
+
+def test_the_response_does_not_wait_for_a_hung_sentry(stack, receiver):
+    """Sentry holds every envelope: the answer still arrives (the flush runs after it was
+    written), and the event arrives once Sentry answers."""
+    stack.configure(UPSTASH_REDIS_REST_URL=f"http://127.0.0.1:{free_port()}")
+    receiver.hold()
+    response = stack.post()
+    assert response.status_code == 200
+    assert receiver.raw == []  # answered while the flush was still waiting on Sentry
+    receiver.release()
+    assert receiver.wait_for(1)
+    assert receiver.events[0]["tags"]["component"] == "redis"
+
+
+@pytest.mark.pure
+def test_a_500_reaches_sentry_before_the_runtime_ends_the_invocation(receiver):
+    """The runtime sends its IPC "end" (after which the instance may be frozen) once the
+    handler returns; the event must be delivered by then, even from a slow Sentry."""
+    receiver.delay_s = 0.5
+    handler = runtime_handler(Broken)
+    with serve_in_process(handler) as url:
+        assert httpx.get(url + "/broken", timeout=30).status_code == 500
+        deadline = time.monotonic() + 10
+        while not any(m["type"] == "end" for m in handler.ipc_messages):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert len(receiver.events) == 1
