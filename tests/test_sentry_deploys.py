@@ -12,6 +12,7 @@ from devtools.serve import SentryReceiver, runtime_handler, serve_in_process
 from devtools.services import free_port
 from lib import config
 from lib.http import Endpoint
+from tests.support.generate_stack import GenerateStack
 
 SHA = "3f1c2a9e8b7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
 
@@ -57,16 +58,32 @@ def test_fifty_requests_during_a_redis_outage_send_one_event(stack, receiver):
     assert event["tags"]["component"] == "redis" and event["tags"]["degraded"] in (True, "True", "true")
 
 
-def test_the_response_does_not_wait_for_a_hung_sentry(stack, receiver):
-    """Sentry holds every envelope: the answer still arrives (the flush runs after it was
-    written), and the event arrives once Sentry answers."""
+def _ended(handler) -> bool:
+    return any(message["type"] == "end" for message in handler.ipc_messages)
+
+
+def test_the_response_does_not_wait_for_a_hung_sentry(stack, receiver, monkeypatch):
+    """Sentry holds every envelope. The answer arrives anyway, while the handler is still
+    flushing (the runtime hasn't been told the invocation ended); once Sentry answers, the
+    event arrives and only then does the invocation end."""
     stack.configure(UPSTASH_REDIS_REST_URL=f"http://127.0.0.1:{free_port()}")
-    receiver.hold()
-    response = stack.post()
-    assert response.status_code == 200
-    assert receiver.raw == []  # answered while the flush was still waiting on Sentry
-    receiver.release()
-    assert receiver.wait_for(1)
+    handler = runtime_handler("api/generate.py")
+    with serve_in_process(handler) as url:
+        route = GenerateStack(url + "/api/generate", stack.openai, stack.anthropic, monkeypatch)
+        receiver.hold()
+        response = route.post()
+        assert response.status_code == 200
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # the handler is still waiting on Sentry
+            assert not _ended(handler) and receiver.raw == []
+            time.sleep(0.02)
+        receiver.release()
+        assert receiver.wait_for(1)
+        deadline = time.monotonic() + 10
+        while not _ended(handler):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        route.client.close()
     assert receiver.events[0]["tags"]["component"] == "redis"
 
 
@@ -79,7 +96,7 @@ def test_a_500_reaches_sentry_before_the_runtime_ends_the_invocation(receiver):
     with serve_in_process(handler) as url:
         assert httpx.get(url + "/broken", timeout=30).status_code == 500
         deadline = time.monotonic() + 10
-        while not any(m["type"] == "end" for m in handler.ipc_messages):
+        while not _ended(handler):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert len(receiver.events) == 1
