@@ -294,7 +294,8 @@ class SentryReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def hold(self) -> None:
         """Keep every envelope from arriving until `release()` (a hung Sentry)."""
