@@ -206,7 +206,9 @@ def _flush(sdk) -> None:
         log("sentry_failed", level="warning", error_class=type(failure).__name__)
 
 
-def _flush_now_or_after_response(sdk) -> None:
+def flush_after_response(sdk) -> None:
+    """Make sure what `sdk` has queued is delivered: inside a request, once the response is
+    written (`defer_flush`); outside one, now. For anything captured besides `report`."""
     pending = _deferred.get()
     if pending is None:
         _flush(sdk)
@@ -271,6 +273,6 @@ def report(exc: BaseException, **tags) -> None:
             for key, value in tags.items():
                 scope.set_tag(key, value)
             sdk.capture_exception(exc)
-        _flush_now_or_after_response(sdk)
+        flush_after_response(sdk)
     except Exception as failure:  # noqa: BLE001 - reporting must never break the response
         log("sentry_failed", level="warning", error_class=type(failure).__name__)

@@ -76,3 +76,13 @@ def test_every_log_line_redacts_secrets_query_values_and_emails(monkeypatch, cap
     assert line["detail"] == "token [Filtered] via [Filtered] for [email]"
     for secret in ("anything-at-all", "configured-cron-secret-4c1d", "db-pass-77e1a0", "jane.doe"):
         assert secret not in out
+
+
+@pytest.mark.pure
+def test_database_passwords_are_redacted_in_every_spelling(monkeypatch, capfd):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:p%40ss-w0rd-91@db.example.test/app")
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "postgresql://app:unpooled-pw-3d7b@db.example.test/app")
+    config.reload()
+    log("probe", a="p%40ss-w0rd-91", b="p@ss-w0rd-91", c="unpooled-pw-3d7b")
+    line = _lines(capfd.readouterr().out)[0]
+    assert (line["a"], line["b"], line["c"]) == ("[Filtered]",) * 3

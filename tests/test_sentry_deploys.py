@@ -2,6 +2,7 @@
 environment; degraded-mode reports are rate-limited per component; the flush happens after the
 response is written and before the handler returns (what the runtime waits for)."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,7 @@ from devtools.serve import SentryReceiver, runtime_handler, serve_in_process
 from devtools.services import free_port
 from lib import config
 from lib.http import Endpoint
+from lib.observability import report_degraded
 from tests.support.generate_stack import GenerateStack
 
 SHA = "3f1c2a9e8b7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b"
@@ -100,3 +102,18 @@ def test_a_500_reaches_sentry_before_the_runtime_ends_the_invocation(receiver):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert len(receiver.events) == 1
+
+
+@pytest.mark.pure
+def test_degraded_reports_from_many_threads_send_one_event_per_component(receiver):
+    start = threading.Barrier(40)
+
+    def degrade(i: int) -> None:
+        start.wait()
+        report_degraded("redis" if i % 2 else "auto_block", ConnectionError("down"))
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        list(pool.map(degrade, range(40)))
+    assert receiver.wait_for(2)
+    time.sleep(0.5)
+    assert sorted(e["tags"]["component"] for e in receiver.events) == ["auto_block", "redis"]
