@@ -194,6 +194,10 @@ VARS: tuple[Var, ...] = (
         unset="errors are not reported"),
     Var("APP_ENV", "environment", _INFRA, "VERCEL_ENV wins when set", default="development",
         overridden_by="VERCEL_ENV"),
+    Var("VERCEL_ENV", None, _INFRA, "set by Vercel (production, preview, development): the "
+        "environment, and Sentry's `environment`; wins over APP_ENV"),
+    Var("VERCEL_GIT_COMMIT_SHA", "release", _INFRA, "set by Vercel: the deployed commit, "
+        "Sentry's `release` (unset = no release)"),
     Var("MAX_BODY_BYTES", "max_body_bytes", _INFRA, "request bodies above this get 413", integer,
         str(1024 * 1024), 1024, 4_500_000),
     Var("DB_CONNECT_TIMEOUT_S", "db_connect_timeout_s", _INFRA, "seconds to connect to Postgres",
@@ -306,6 +310,7 @@ class Settings:
     upstash_url: str | None
     upstash_token: str | None
     sentry_dsn: str | None
+    release: str | None  # VERCEL_GIT_COMMIT_SHA
     max_body_bytes: int
     db_connect_timeout_s: int
     db_idle_check_s: float

@@ -5,7 +5,7 @@ import concurrent.futures
 
 from lib import db, maintenance, redis
 from lib.config import settings
-from lib.observability import log, report
+from lib.observability import log, report_degraded
 from lib.utc import timestamp
 
 # Module-level so a check still stuck in a dead socket never blocks the response on exit.
@@ -26,7 +26,7 @@ def check_health() -> dict:
             log("health_check_timeout", level="error", check=name, timeout_s=timeout)
             checks[name] = "error"
         elif future.exception() is not None:
-            report(future.exception(), check=name)
+            report_degraded(f"health_{name}", future.exception(), check=name)
             checks[name] = "error"
         else:
             checks[name] = "ok"

@@ -102,7 +102,9 @@ class Request:
     def bearer_token(self) -> str | None:
         value = self.headers.get("authorization") or ""
         scheme, _, token = value.partition(" ")
-        return token.strip() or None if scheme.lower() == "bearer" else None
+        token = token.strip() or None if scheme.lower() == "bearer" else None
+        observability.redact_in_request(token)
+        return token
 
     def body(self) -> bytes:
         if self._body is None:
@@ -140,7 +142,23 @@ class Request:
             raise errors.InvalidJson() from None
         if not isinstance(value, dict):
             raise errors.InvalidJson("Request body must be a JSON object")
+        observability.redact_in_request(*_strings(value))  # a prompt never reaches a report
         return value
+
+
+def _strings(value, limit: int = 64) -> list[str]:
+    """The string values of a parsed JSON body (at most `limit`, depth-first)."""
+    found: list[str] = []
+    stack = [value]
+    while stack and len(found) < limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
 
 class Endpoint(BaseHTTPRequestHandler):
@@ -185,6 +203,8 @@ class Endpoint(BaseHTTPRequestHandler):
         started = time.perf_counter()
         request_id = self._request_id()
         token = observability.request_id.set(request_id)
+        redacted = observability.redacted_request_scope()
+        deferred = observability.defer_flush()
         response: Response | EventStream = Response(500)
         self.body_read = False
         try:
@@ -200,6 +220,10 @@ class Endpoint(BaseHTTPRequestHandler):
                     duration_ms=round((time.perf_counter() - started) * 1000, 1))
             self._send(response, request_id)
         finally:
+            # The response is written: now wait for any report of this request to reach
+            # Sentry, before the handler returns and the runtime may freeze the instance.
+            observability.flush_deferred(deferred)
+            observability.redacted_request_values_reset(redacted)
             observability.request_id.reset(token)
 
     def _respond(self, request_id: str) -> Response | EventStream:
@@ -294,5 +318,19 @@ class Endpoint(BaseHTTPRequestHandler):
         exc = errors.MalformedRequest(code, message)
         self._send(Response(code, error_body(exc, None)), uuid.uuid4().hex)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+    # http.server's own logging. The access line (`"POST /api/cron/purge?secret=..." 200`)
+    # must never be written: it carries the full URL. Vercel's runtime mixes its BaseHandler in
+    # first (`class Handler(BaseHandler, handler)`), and its log_message, printing to stdout,
+    # wins over ours; it defines neither log_request nor log_error, so those two are ours.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # one structured line per request is written by _dispatch instead
+
+    def log_error(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        try:
+            message = format % args
+        except (TypeError, ValueError):
+            message = format
+        log("http_server_error", level="warning", message=message[:300])  # redacted by log()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        pass  # see log_request: only reached when no runtime class comes first

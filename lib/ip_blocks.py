@@ -17,7 +17,7 @@ from datetime import datetime
 
 from lib import db, redis
 from lib.errors import BadRequest
-from lib.observability import report
+from lib.observability import report_degraded
 
 KEY_PREFIX = "blocked:ip:"
 DEFAULT_HOURS = 24
@@ -92,7 +92,7 @@ def is_ip_blocked(ip: str) -> bool:
     try:
         return bool(redis.call(redis.client().exists, *keys(ip)))
     except redis.RedisUnavailable as exc:
-        report(exc, component="ip_blocks")
+        report_degraded("redis", exc, part="ip_blocks")
         return False
 
 

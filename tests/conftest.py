@@ -19,7 +19,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from devtools import services, upstash_proxy
 from lib import config, db, migrate
-from devtools.serve import serve_in_process
+from devtools.serve import serve_runtime_layout
 
 pytest_plugins = ["tests.support.crons", "tests.support.generate_stack",
                   "tests.support.monitoring_data"]
@@ -139,11 +139,13 @@ def sql(database_url):
 
 @pytest.fixture
 def serve():
-    """`serve("api/health.py")` -> base URL of that real handler class over HTTP."""
+    """`serve("api/health.py")` -> base URL of that real handler class over HTTP, served the
+    way production serves it: vercel_runtime's IPC-mode `class Handler(BaseHandler, handler)`
+    on a ThreadingHTTPServer (devtools.serve.serve_runtime_layout)."""
     stack = []
 
-    def start(entrypoint: str) -> str:
-        context = serve_in_process(entrypoint)
+    def start(entrypoint: str | type) -> str:
+        context = serve_runtime_layout(entrypoint)
         stack.append(context)
         return context.__enter__()
 

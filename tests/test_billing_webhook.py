@@ -450,6 +450,7 @@ def test_database_dying_mid_transaction_is_500_and_a_retry_applies_everything(ur
         response = deliver(url, event)
         assert _error(response, 500) == "webhook_not_applied"
         assert _nothing_written(sql) and _reload(sql, org) == org
+        assert receiver.wait_for(1)  # flushed after the response was written
         assert len(receiver.events) == 1
         assert receiver.events[0]["exception"]["values"][-1]["type"] == "WebhookNotApplied"
     finally:

@@ -233,7 +233,7 @@ def _wait_clear_of_window_edge(window_s: int) -> None:
 
 
 def _failed_open(capfd) -> bool:
-    return '"component": "rate_limits"' in capfd.readouterr().out
+    return '"part": "rate_limits"' in capfd.readouterr().out
 
 
 def test_user_rate_limit_is_exact_under_30_concurrent_requests(stack, capfd):
@@ -476,7 +476,8 @@ def test_redis_down_still_serves_and_the_postgres_quota_still_holds(stack, sql, 
                     RATE_LIMIT_USER="1/60s")
     assert [stack.post().status_code for _ in range(3)] == [200, 200, 402]
     logged = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
-    assert any(line["event"] == "error" and line.get("component") == "rate_limits" for line in logged)
+    assert any(line["event"] == "error" and line.get("component") == "redis"
+               and line.get("part") == "rate_limits" for line in logged)
 
 
 def test_redis_rejecting_the_token_also_fails_open(stack):

@@ -168,6 +168,7 @@ def test_unhandled_exception_is_500_json_and_reaches_sentry_without_secrets(prob
         assert error["code"] == "internal_error"
         assert error["request_id"] == response.headers["x-request-id"]
         assert "boom" not in response.text and "Traceback" not in response.text
+        assert receiver.wait_for(1)  # flushed after the response was written
         assert len(receiver.events) == 1
         event = receiver.events[0]
         assert event["exception"]["values"][-1]["type"] == "RuntimeError"

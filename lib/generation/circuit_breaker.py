@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from lib import redis
 from lib.config import settings
-from lib.observability import log, report
+from lib.observability import log, report_degraded
 
 _FAILURES_TTL_S = 600  # failures further apart than this are not one outage
 
@@ -58,7 +58,7 @@ def record_failure(state: BreakerState) -> bool:
                     failures=int(count()), cooldown_s=cfg.circuit_breaker_cooldown_s)
             return True
     except redis.RedisUnavailable as exc:
-        report(exc, component="circuit_breaker")
+        report_degraded("redis", exc, part="circuit_breaker")
     return False
 
 
@@ -72,4 +72,4 @@ def record_success(state: BreakerState) -> None:
         redis.call(redis.client().delete, failures_key, open_key)
         log("circuit_closed", provider=state.provider)
     except redis.RedisUnavailable as exc:
-        report(exc, component="circuit_breaker")
+        report_degraded("redis", exc, part="circuit_breaker")

@@ -29,7 +29,7 @@ from lib.auth import Identity
 from lib.errors import AppError, BadRequest, IpBlocked, Unauthorized
 from lib.generation import circuit_breaker, llm, pricing, quota, rate_limits
 from lib.generation.llm import streaming
-from lib.observability import log, report
+from lib.observability import log, report, report_degraded
 
 MAX_PROMPT_CHARS = 20_000
 MAX_SYSTEM_CHARS = 20_000
@@ -168,7 +168,7 @@ def _checks(ip: str, user_id: str | None, limit_ip: bool):
         batch.run()
         return checks(), breaker() if breaker else circuit_breaker.BreakerState(llm.PRIMARY)
     except redis.RedisUnavailable as exc:
-        report(exc, component="rate_limits", fail_open=True)
+        report_degraded("redis", exc, part="rate_limits", fail_open=True)
         return None, circuit_breaker.BreakerState(llm.PRIMARY)
 
 
@@ -233,7 +233,8 @@ def generate(identity: Identity, params: GenerationRequest,
         # The text exists; record_success already retried on a fresh connection. Losing the
         # answer the user already waited for would be worse than a gap in the accounting: the
         # row stays pending, and is reclaimed (abandoned) after RESERVATION_TIMEOUT_S.
-        report(exc, component="record_generation", generation_id=str(reservation.generation_id))
+        report_degraded("record_generation", exc,
+                        generation_id=str(reservation.generation_id))
     log("generation", provider=outcome.provider, model=reply.model, fallback=outcome.fallback,
         input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))
     return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,

@@ -31,7 +31,7 @@ from upstash_ratelimit.limiter import Response as LimitResponse
 from lib import compat, ip_blocks, redis
 from lib.config import Rate, settings
 from lib.errors import RateLimited
-from lib.observability import log, report
+from lib.observability import log, report_degraded
 
 PREFIX = "ratelimit"
 _STRIKES_PREFIX = "ratelimit:strikes:ip:"
@@ -142,7 +142,7 @@ def block_if_struck_out(ip: str, strikes: int) -> bool:
         ip_blocks.block_ip(ip, hours=AUTO_BLOCK_HOURS, source="auto",
                            reason=f"rate limited more than {threshold} times in an hour")
     except Exception as exc:  # noqa: BLE001 - fail open, whatever broke
-        report(exc, component="auto_block")
+        report_degraded("auto_block", exc)
         return False
     log("ip_auto_blocked", level="warning", ip=ip_blocks.subject(ip), strikes=strikes)
     return True
