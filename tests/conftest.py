@@ -19,7 +19,8 @@ from psycopg.rows import dict_row, tuple_row
 
 from devtools import services, upstash_proxy
 from lib import config, db, migrate
-from devtools.serve import serve_runtime_layout
+from devtools.serve import load_handler, serve_runtime_layout
+from tests.support.openapi import ResponseLog, Spec
 
 pytest_plugins = ["tests.support.crons", "tests.support.generate_stack",
                   "tests.support.monitoring_data"]
@@ -137,18 +138,28 @@ def sql(database_url):
         yield conn
 
 
+@pytest.fixture(scope="session")
+def openapi_spec() -> Spec:
+    return Spec()
+
+
 @pytest.fixture
-def serve():
+def serve(openapi_spec):
     """`serve("api/health.py")` -> base URL of that real handler class over HTTP, served the
     way production serves it: vercel_runtime's IPC-mode `class Handler(BaseHandler, handler)`
-    on a ThreadingHTTPServer (devtools.serve.serve_runtime_layout)."""
+    on a ThreadingHTTPServer (devtools.serve.serve_runtime_layout). Every response it sends is
+    checked against openapi.yaml when the test ends."""
     stack = []
+    responses = ResponseLog()
 
     def start(entrypoint: str | type) -> str:
-        context = serve_runtime_layout(entrypoint)
+        handler = load_handler(entrypoint) if isinstance(entrypoint, str) else entrypoint
+        context = serve_runtime_layout(responses.wrap(handler))
         stack.append(context)
         return context.__enter__()
 
     yield start
     for context in reversed(stack):
         context.__exit__(None, None, None)
+    problems = responses.check(openapi_spec)
+    assert not problems, "responses that openapi.yaml does not describe:\n" + "\n".join(problems[:20])
