@@ -25,6 +25,8 @@ pytest_plugins = ["tests.support.crons", "tests.support.generate_stack",
                   "tests.support.monitoring_data"]
 
 UPSTASH_TOKEN = "test-upstash-token"
+# A `make dev` running beside the tests must not lend its .env to `python -m ops` in them.
+os.environ.setdefault("OPS_NO_DOTENV", "1")
 
 
 def _with_dbname(url: str, name: str) -> str:
