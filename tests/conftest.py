@@ -35,8 +35,12 @@ def _with_dbname(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url() -> str:
-    return os.environ.get("TEST_DATABASE_URL") or services.embedded_postgres(services.DATA / "pg-test")
+def postgres_server_url():
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    yield services.embedded_postgres(services.DATA / "pg-test")
+    services.stop_embedded_postgres(services.DATA / "pg-test")  # make test leaves no server behind
 
 
 @pytest.fixture(scope="session")
