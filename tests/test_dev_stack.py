@@ -47,6 +47,8 @@ def test_a_second_start_is_refused_and_touches_nothing_and_ctrl_c_is_quiet(repo)
         assert settings["STRIPE_PRICE_TEAM"] == "price_test_team"
         assert settings["OPERATOR_ORG_IDS"] == "org_dev_operator"
         assert httpx.get(stack.url + "/api/health", timeout=30).json()["status"] == "healthy"
+        doctor = ops(repo, "doctor", env=stack.env)  # a fresh stack passes, with warnings
+        assert doctor.returncode == 0 and "warn" in doctor.stdout, doctor.stdout + doctor.stderr
     finally:
         seconds = stack.interrupt()
     output = stack.output()
