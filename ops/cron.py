@@ -60,6 +60,7 @@ def fire(path: str, base_url: str = DEFAULT_URL, *, secret: str | None = None,
 
 def cmd_cron(args: argparse.Namespace) -> int:
     jobs = cron_jobs()
+    args.url = args.url or settings().app_url  # APP_URL: make dev writes the port it serves on
     if args.name not in jobs:
         print(f"error: unknown cron {args.name!r}; vercel.json declares: {', '.join(jobs)}", file=sys.stderr)
         return 2
@@ -106,7 +107,7 @@ def progress(body: dict) -> int:
 def register(commands) -> None:
     p = commands.add_parser("cron", help="fire a cron as the Vercel scheduler does (GET + Bearer)")
     p.add_argument("name", help="the cron's name, e.g. weekly-reminders or purge")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"base URL of the app (default {DEFAULT_URL})")
+    p.add_argument("--url", help="base URL of the app (default $APP_URL, else http://localhost:3000)")
     p.add_argument("--dry-run", action="store_true", help="add ?dry_run=1 (purge: count only)")
     p.add_argument("--until-complete", action="store_true",
                    help="fire again while the answer says complete: false (stops after a "
