@@ -109,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
 
-        def chunk(delta: dict, finish: str | None = None, **extra) -> dict:
+        def chunk(delta: dict | None, finish: str | None = None, **extra) -> dict:
             choices = [] if delta is None else [
                 {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
             return {"id": ident, "object": "chat.completion.chunk", "created": created,
@@ -121,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
         events += [chunk({"content": (" " if i else "") + word}) for i, word in enumerate(words)]
         events.append(chunk({}, "stop"))
         if include_usage:
-            events.append(chunk(None, usage=usage))  # type: ignore[arg-type]
+            events.append(chunk(None, usage=usage))
         try:
             for event in events:
                 self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())

@@ -29,7 +29,9 @@ ALLOWED_EXIT = {"ops monitoring": {0, 3, 4}, "ops health": {0, 1}}
 
 def bash_blocks(path: Path) -> list[tuple[int, list[str]]]:
     """(first line number, lines) of each ```bash block, production-only lines dropped."""
-    blocks, current, start = [], None, 0
+    blocks: list[tuple[int, list[str]]] = []
+    current: list[str] | None = None
+    start = 0
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if current is None and line.strip() == "```bash":
             current, start = [], number + 1
