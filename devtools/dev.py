@@ -42,7 +42,7 @@ ROOT = services.ROOT
 USER_ENV = ROOT / ".env.dev"
 PID_FILE = services.DATA / "dev.pid"
 PORT = int(os.environ.get("PORT", "3000"))
-STOP_GRACE_S = 3.0  # then the rest of the vercel dev process group is killed
+STOP_GRACE_S = 2.0  # then the rest of the vercel dev process group is killed
 DEV_PRICES = {"STRIPE_PRICE_TEAM": "price_test_team", "STRIPE_PRICE_AGENCY": "price_test_agency"}
 DEV_OPERATOR_ORG = "org_dev_operator"
 LLM_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
@@ -309,6 +309,51 @@ def start_vercel(port: int, stack: Stack) -> subprocess.Popen:
     return process
 
 
+def warm_up(port: int, process: subprocess.Popen, stopping: threading.Event) -> threading.Thread:
+    """Call every function once, concurrently, as soon as `vercel dev` listens, so that each is
+    built before anyone waits on it; print each one's build time, then Ready."""
+    import httpx
+
+    def call(url: str, started: float, done: list[str], lock: threading.Lock) -> None:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}{url}", timeout=600)
+            result = f"{time.monotonic() - started:.1f} s"
+        except httpx.HTTPError as exc:
+            result = f"no answer ({type(exc).__name__})"
+        with lock:
+            done.append(url)
+            if not stopping.is_set():
+                print(f"built {url} ({len(done)}/{len(urls)}): {result}", flush=True)
+
+    urls = list(routes())
+
+    def run() -> None:
+        from devtools.serve import wait_for_port
+
+        started = time.monotonic()
+        try:
+            wait_for_port(port, timeout=120, process=process)
+        except (RuntimeError, TimeoutError):
+            return
+        print(f"vercel dev listens after {time.monotonic() - started:.1f} s; building the "
+              f"{len(urls)} functions (the first request of each waits for its build)", flush=True)
+        done: list[str] = []
+        lock = threading.Lock()
+        threads = [threading.Thread(target=call, args=(url, started, done, lock), daemon=True)
+                   for url in urls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if not stopping.is_set():
+            print(f"Ready: all {len(urls)} functions built in {time.monotonic() - started:.1f} s "
+                  f"on http://127.0.0.1:{port}", flush=True)
+
+    thread = threading.Thread(target=run, daemon=True, name="warm-up")
+    thread.start()
+    return thread
+
+
 def _stop_group(process: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
     if process.poll() is not None:
         _kill_group(process.pid, signal.SIGKILL)  # its function processes may outlive it
@@ -375,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starting vercel dev on http://127.0.0.1:{args.port} (try: curl "
                   f"localhost:{args.port}/api/health). Ctrl-C stops everything.", flush=True)
             process = start_vercel(args.port, stack)
+            if os.environ.get("DEV_WARM_UP", "1") != "0":
+                warm_up(args.port, process, stopping)
         starting[0] = False
         while not stopping.wait(0.2):
             if process is not None and process.poll() is not None:
