@@ -107,3 +107,33 @@ def test_every_command_works_as_written(stack, doc, start, lines):
         assert '"limit": 1000' in out  # step 4: TEAM's quota
         assert re.search(r"TEAM\s+1\b", out) and "openai/local-dev" in out  # step 5
 
+
+
+@pytest.mark.slow
+def test_the_tour_under_the_real_vercel_dev(tmp_path, postgres_server_url):
+    """The README's five-minute tour against `make dev` itself: `vercel dev`, every function
+    built by the Vercel Python builder, on zero config."""
+    lines = next(block for doc, _, block in BLOCKS if doc == "README.md" and "org_tour" in "\n".join(block))
+    root = scratch_repo(tmp_path)
+    name = f"newcomer_vercel_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    vercel = DevStack(root, env=clean_env(DATABASE_URL=_with_dbname(postgres_server_url, name)),
+                      server="vercel")
+    try:
+        vercel.start(timeout=180)
+        result = run_block(vercel, lines)
+        out = result.stdout
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert '"model": "local-dev"' in out and '"limit": 50' in out
+        assert '200 {"received": true, "outcome": "applied"}' in out and '"limit": 1000' in out
+        assert re.search(r"TEAM\s+1\b", out) and "openai/local-dev" in out
+    finally:
+        seconds = vercel.interrupt(timeout=30) if vercel.process else 0
+        leftovers = processes_under(root)
+        for line in leftovers:
+            subprocess.run(["kill", "-9", line.split(":", 1)[0]], check=False)
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert seconds < 5 and leftovers == [], (seconds, leftovers)
+    assert "Traceback" not in vercel.output()

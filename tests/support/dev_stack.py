@@ -28,6 +28,9 @@ def scratch_repo(where: Path) -> Path:
         elif source.exists():
             shutil.copy2(source, root / name)
     (root / ".venv").symlink_to(ROOT / ".venv")
+    (root / "node_modules").symlink_to(ROOT / "node_modules")  # the pinned Vercel CLI
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy2(ROOT / name, root / name)
     return root
 
 
@@ -43,8 +46,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 class DevStack:
     """`python -m devtools.dev --server python` in `root`, in its own process group."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None, port: int | None = None):
-        self.root, self.port = root, port or free_port()
+    def __init__(self, root: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 server: str = "python"):
+        self.root, self.port, self.server = root, port or free_port(), server
         self.env = env if env is not None else clean_env()
         self.log = root / "dev.log"
         self.process: subprocess.Popen | None = None
@@ -55,17 +59,22 @@ class DevStack:
 
     def run(self, timeout: float = 60) -> subprocess.CompletedProcess:
         """Start it in the foreground (for the 'already running' refusal)."""
-        return subprocess.run([sys.executable, "-m", "devtools.dev", "--server", "python",
+        return subprocess.run([sys.executable, "-m", "devtools.dev", "--server", self.server,
                                "--port", str(self.port)], cwd=self.root, env=self.env, text=True,
                               capture_output=True, timeout=timeout)
 
     def start(self, timeout: float = 120) -> "DevStack":
         out = open(self.log, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.dev", "--server", "python", "--port", str(self.port)],
+            [sys.executable, "-m", "devtools.dev", "--server", self.server, "--port", str(self.port)],
             cwd=self.root, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # a process group of its own, like make's in a terminal
         wait_for_port(self.port, timeout=timeout, process=self.process)
+        if self.server == "vercel":  # listening is not ready: wait until every function is built
+            deadline = time.monotonic() + 900
+            while "Ready: all" not in self.output():
+                assert self.process.poll() is None and time.monotonic() < deadline, self.output()[-3000:]
+                time.sleep(1)
         return self
 
     def interrupt(self, timeout: float = 15) -> float:
