@@ -317,8 +317,9 @@ def warm_up(port: int, process: subprocess.Popen, stopping: threading.Event) -> 
 
     def call(url: str, started: float, done: list[str], lock: threading.Lock) -> None:
         try:
-            httpx.get(f"http://127.0.0.1:{port}{url}", timeout=600)
-            result = f"{time.monotonic() - started:.1f} s"
+            status = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=600).status_code
+            result = f"{time.monotonic() - started:.1f} s" + (
+                f", but it answers HTTP {status}: see the build output above" if status >= 500 else "")
         except httpx.HTTPError as exc:
             result = f"no answer ({type(exc).__name__})"
         with lock:

@@ -124,7 +124,7 @@ def test_the_tour_under_the_real_vercel_dev(tmp_path, postgres_server_url):
         vercel.start(timeout=180)
         result = run_block(vercel, lines)
         out = result.stdout
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, result.stderr[-3000:] + out[-3000:]
         assert '"model": "local-dev"' in out and '"limit": 50' in out
         assert '200 {"received": true, "outcome": "applied"}' in out and '"limit": 1000' in out
         assert re.search(r"TEAM\s+1\b", out) and "openai/local-dev" in out

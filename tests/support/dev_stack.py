@@ -15,6 +15,7 @@ from devtools.serve import wait_for_port
 from devtools.services import ROOT, free_port
 
 COPIED = ("api", "lib", "ops", "devtools", "public", "bench", "vercel.json", ".env.example",
+          ".python-version",
           "Makefile", "requirements.txt", "README.md", "docs")
 
 
