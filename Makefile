@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint install migrate migrate-status build-check bench clean
+.PHONY: dev dev-python test lint install lock migrate migrate-status build-check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"Python 3.12 needed, got {sys.version}"'
@@ -27,6 +27,10 @@ install: $(STAMP) $(NODE_STAMP)
 dev: install
 	$(PY) -m devtools.dev
 
+## The same stack with the functions served by Python in one process (no Node, no builds).
+dev-python: $(STAMP)
+	$(PY) -m devtools.dev --server python
+
 ## Install what is missing, lint and type-check, then run the whole test suite.
 test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -35,6 +39,10 @@ test: install lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+## requirements.txt, fully pinned, from requirements.in and the versions in .venv.
+lock: $(STAMP)
+	$(PY) -m devtools.lock
 
 migrate: $(STAMP)
 	$(PY) -m ops migrate

@@ -20,6 +20,12 @@ from lib.jobs import SCHEDULES, path
 ROOT = Path(__file__).resolve().parent.parent
 VERCEL_JSON = ROOT / "vercel.json"
 
+# Where every function runs: beside the Neon database and the Upstash Redis (AWS us-east-1),
+# since each request makes several round trips to both. Move all three together
+# (docs/deploying.md, Regions).
+REGION = "iad1"
+DATA_REGION = "aws us-east-1"
+
 # Seconds each function may run, one entry per file under api/ (in vercel.json's order).
 MAX_DURATION_S = {
     "api/health.py": 10,
@@ -35,7 +41,7 @@ MAX_DURATION_S = {
 # Never shipped in a function: the local stack, tooling, tests and their settings.
 EXCLUDE_FILES = (".venv/**", "node_modules/**", ".data/**", "devtools/**", "ops/**", "tests/**",
                  "bench/**", ".ci/**", "README.md", ".env", ".env.*", "Makefile", "package.json",
-                 "package-lock.json", "requirements-dev.txt", "pytest.ini", "ruff.toml", "mypy.ini",
+                 "package-lock.json", "requirements.in", "requirements-dev.txt", "pytest.ini", "ruff.toml", "mypy.ini",
                  ".gitignore")
 
 # The schedules are lib.jobs.SCHEDULES: the alerts job and Sentry's monitors read them there.
@@ -49,6 +55,7 @@ def config() -> dict:
     exclude = "{" + ",".join(EXCLUDE_FILES) + "}"
     return {
         "outputDirectory": "public",
+        "regions": [REGION],
         "functions": {path: {"maxDuration": seconds, "excludeFiles": exclude}
                       for path, seconds in MAX_DURATION_S.items()},
         "crons": [dict(cron) for cron in CRONS],

@@ -4,6 +4,9 @@
 `vercel dev` never fires crons; this (and devtools/cron_scheduler.py, which uses it) does.
 CRON_SECRET comes from the environment, else from the `.env` that `make dev` writes. Prints
 the JSON answer; exits 1 when the call fails or answers an error.
+
+--until-complete fires again while the answer says `complete: false`, but stops (exit 1) after
+a run that made no progress (nothing sent, failed or deleted) and after --max-runs runs.
 """
 
 import argparse
@@ -17,9 +20,12 @@ from lib.config import settings
 from lib.errors import ConfigError
 from lib.jobs import JOBS, path
 from ops import envfile
+from ops.arguments import int_range
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "http://127.0.0.1:3000"
+DEFAULT_MAX_RUNS = 20
+PROGRESS_KEYS = ("sent", "failed", "deleted")  # what a run did (skipped = already done before)
 
 
 def cron_jobs() -> dict[str, dict]:
@@ -54,10 +60,13 @@ def fire(path: str, base_url: str = DEFAULT_URL, *, secret: str | None = None,
 
 def cmd_cron(args: argparse.Namespace) -> int:
     jobs = cron_jobs()
+    args.url = args.url or settings().app_url  # APP_URL: make dev writes the port it serves on
     if args.name not in jobs:
         print(f"error: unknown cron {args.name!r}; vercel.json declares: {', '.join(jobs)}", file=sys.stderr)
         return 2
+    runs = 0
     while True:
+        runs += 1
         try:
             response = fire(jobs[args.name]["path"], args.url, dry_run=args.dry_run, timeout=args.timeout)
         except httpx.HTTPError as exc:
@@ -73,14 +82,37 @@ def cmd_cron(args: argparse.Namespace) -> int:
         body = response.json()
         if not (args.until_complete and body.get("complete") is False):
             return 0
+        if progress(body) == 0:
+            print(f"error: run {runs} made no progress (nothing {', '.join(PROGRESS_KEYS)}) and is "
+                  "still incomplete; stopping. Check the answer above.", file=sys.stderr)
+            return 1
+        if runs >= args.max_runs:
+            print(f"error: still incomplete after {runs} runs (--max-runs); stopping", file=sys.stderr)
+            return 1
+
+
+def progress(body: dict) -> int:
+    """How much a run did: the sum of its `sent`, `failed` and `deleted` counts (nested ok)."""
+    def total(value) -> int:
+        if isinstance(value, bool):
+            return 0
+        if isinstance(value, int):
+            return value
+        if isinstance(value, dict):
+            return sum(total(v) for v in value.values())
+        return 0
+    return sum(total(body.get(key)) for key in PROGRESS_KEYS)
 
 
 def register(commands) -> None:
     p = commands.add_parser("cron", help="fire a cron as the Vercel scheduler does (GET + Bearer)")
     p.add_argument("name", help="the cron's name, e.g. weekly-reminders or purge")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"base URL of the app (default {DEFAULT_URL})")
+    p.add_argument("--url", help="base URL of the app (default $APP_URL, else http://localhost:3000)")
     p.add_argument("--dry-run", action="store_true", help="add ?dry_run=1 (purge: count only)")
     p.add_argument("--until-complete", action="store_true",
-                   help="fire again while the answer says complete: false")
+                   help="fire again while the answer says complete: false (stops after a "
+                        "run without progress, or --max-runs)")
+    p.add_argument("--max-runs", type=int_range(1, 1000), default=DEFAULT_MAX_RUNS, metavar="N",
+                   help="with --until-complete: at most this many runs (default %(default)s)")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the answer")
     p.set_defaults(run=cmd_cron)

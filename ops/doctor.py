@@ -8,7 +8,12 @@ What is checked comes from the table of variables in lib/config.py (`VARS`): eac
 parsed by lib.config, a variable production requires fails when unset, and one that is secret
 is shown only as a preview. This module adds what the table can't say: the shape a provider's
 key has, and where to get it (`_CHECKS`). `config-docs` writes .env.example and
-docs/configuration.md from the same table."""
+docs/configuration.md from the same table.
+
+Where it runs matters (APP_ENV, VERCEL_ENV wins): in development, a missing LLM key, Stripe
+setting or SMTP, or the local value `make dev` put in its place, is a warning that names the
+local default in use (so a fresh `make dev` stack passes); deployed (preview, production) the
+same things fail."""
 
 import argparse
 from collections.abc import Callable
@@ -19,7 +24,7 @@ from urllib.parse import urlsplit
 from lib import config, db, migrate, redis
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-ENVIRONMENT = "production"  # the doctor checks what a production deployment needs
+ENVIRONMENT = "production"  # what a deployment needs; development relaxes _LOCAL_DEFAULTS
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -164,12 +169,46 @@ _CHECKS: dict[str, tuple[Callable | None, str]] = {
 }
 
 
+_LOCAL_LLM = "the local provider `make dev` starts (model local-dev)"
+# Variable -> (the local default development uses instead, is the value that local default?).
+_LOCAL_DEFAULTS: dict[str, tuple[str, Callable[[object, dict], bool]]] = {
+    "OPENAI_API_KEY": (_LOCAL_LLM, lambda value, values: values.get("OPENAI_MODEL") == "local-dev"),
+    "STRIPE_SECRET_KEY": ("no Stripe API calls; `ops stripe-trigger` sends signed test events",
+                          lambda value, values: False),
+    "STRIPE_WEBHOOK_SECRET": ("the dev secret `make dev` generates (whsec_dev_...), which "
+                              "`ops stripe-trigger` signs with",
+                              lambda value, values: any(v.startswith("whsec_dev_") for v in value)),  # type: ignore[attr-defined]
+    "STRIPE_PRICE_TEAM": ("price_test_team, the price `ops stripe-trigger` sends",
+                          lambda value, values: value == ("price_test_team",)),
+    "STRIPE_PRICE_AGENCY": ("price_test_agency", lambda value, values: value == ("price_test_agency",)),
+    "SMTP_URL": ("no email: reminders report `skipped: email not configured` (devtools/smtp.py "
+                 "is a local SMTP sink)", lambda value, values: False),
+}
+
+
+def environment() -> str:
+    try:
+        return config.settings().environment
+    except config.ConfigError:
+        return "development"
+
+
 def _variable_check(var: config.Var, values: dict[str, object]) -> Check | None:
     value = values[var.name]
     shape, fix = _CHECKS.get(var.name, (None, "set it (see docs/configuration.md)"))
     if isinstance(value, config.ConfigError):
         return Check(var.name, FAIL, str(value), fix)
+    deployed = environment() in config.DEPLOYED
+    local = _LOCAL_DEFAULTS.get(var.name)
+    if local and value not in (None, ()) and local[1](value, values):
+        if deployed:
+            return Check(var.name, FAIL, f"the local dev value ({local[0]}) in {environment()}", fix)
+        return Check(var.name, WARN, f"local default: {local[0]}", fix)
     if value in (None, ()):
+        if local and not deployed:
+            return Check(var.name, WARN, f"not set: development uses {local[0]}", fix)
+        if local and var.name == "SMTP_URL":
+            return Check(var.name, FAIL, f"not set in {environment()}: {var.unset}", fix)
         alternative = values.get(var.alternative) if var.alternative else None
         if ENVIRONMENT in var.required and alternative in (None, ()):
             also = f" (nor {var.alternative})" if var.alternative else ""
@@ -196,7 +235,10 @@ def settings_checks() -> list[Check]:
     elif values["EMAIL_FROM"] is None:
         values["EMAIL_FROM"] = ""  # needed with SMTP: fails the shape check
     checks = [_variable_check(config.BY_NAME[name], values) for name in _CHECKS]
-    return [parsed, *(check for check in checks if check is not None)]
+    where = Check("environment", OK, f"{environment()} (APP_ENV; VERCEL_ENV wins)"
+                  + ("" if environment() in config.DEPLOYED else
+                     ": local defaults are warnings, deployed they fail"))
+    return [parsed, where, *(check for check in checks if check is not None)]
 
 
 def connectivity_checks() -> list[Check]:

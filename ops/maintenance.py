@@ -4,7 +4,8 @@
 
 import argparse
 
-from lib import maintenance
+from lib import db, maintenance, redis
+from lib.errors import AppError, ConfigError
 from ops.arguments import int_range
 
 
@@ -32,9 +33,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         failed = maintenance.disable()
     if failed:
-        print(f"error: could not update {' and '.join(failed)}; routes read Redis first and "
-              "Postgres only while Redis is down. Fix the store and run this again.")
+        reasons = "; ".join(f"{store}: {_why(store)}" for store in failed)
+        print(f"error: could not update {' and '.join(failed)} ({reasons}); routes read Redis "
+              "first and Postgres only while Redis is down. Fix the store and run this again.")
         return 1
     print(f"maintenance {args.action}: Redis and Postgres updated; instances follow within "
           f"{maintenance.CACHE_S:g} s")
     return 0
+
+
+def _why(store: str) -> str:
+    """Why `store` could not be written: the missing variable, or the error it answers with."""
+    try:
+        if store == "database":
+            db.fetchone("SELECT 1")
+        else:
+            redis.call(redis.client().ping)
+    except (AppError, ConfigError, redis.RedisUnavailable) as exc:
+        return str(exc) or type(exc).__name__
+    return "it answers now; run this again"

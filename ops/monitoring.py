@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+from datetime import datetime
 
 import httpx
 
@@ -20,6 +21,7 @@ from ops.arguments import int_range
 _COLORS = {"critical": "\033[1;31m", "warning": "\033[33m", "ok": "\033[32m", "dim": "\033[2m"}
 _RESET = "\033[0m"
 _BAR = 30
+WIDTH = 80  # every line of the table fits a terminal this wide
 
 
 def register(commands) -> None:
@@ -88,6 +90,60 @@ def _num(value) -> str:
     return f"{value:,}"
 
 
+def _when(value) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _duration(started, finished) -> str:
+    """`1.2 s`, `3m05s`, or `running`/`-` without an end."""
+    start, end = _when(started), _when(finished) if finished else None
+    if start is None or end is None:
+        return "-"
+    seconds = max(0.0, (end - start).total_seconds())
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+_NOT_COUNTS = {"job", "complete", "demo", "dry_run", "email"}
+_FIRST = ("sent", "failed", "skipped", "deleted")  # then the rest, in the stored order
+
+
+def _counts(counts: dict, prefix: str = "") -> list[str]:
+    """A run's counts as ["sent 3", "failed 0", "deleted.generations 12", ...]."""
+    parts: list[str] = []
+    keys = [k for k in _FIRST if k in counts] + [k for k in counts if k not in _FIRST]
+    for key in keys:
+        value = counts[key]
+        if key in _NOT_COUNTS and not prefix:
+            continue
+        if isinstance(value, dict):
+            parts += _counts(value, f"{prefix}{key}.")
+        elif isinstance(value, float):
+            parts.append(f"{prefix}{key} {value:g}")
+        elif value is not None and not isinstance(value, (list, bool)):
+            parts.append(f"{prefix}{key} {value}")
+    return parts
+
+
+def _wrap(parts: list[str], width: int) -> list[str]:
+    """`parts` joined with ' · ' into lines of at most `width` (a longer part is cut)."""
+    rows = [""]
+    for part in parts:
+        part = _fit(part, width)
+        if rows[-1] and len(rows[-1]) + 3 + len(part) > width:
+            rows.append("")
+        rows[-1] += (" · " if rows[-1] else "") + part
+    return rows
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
 def render(payload: dict, color: bool = False) -> str:
     """The payload as plain-text tables; alerts coloured with ANSI codes when `color`."""
     def paint(text: str, kind: str) -> str:
@@ -135,7 +191,7 @@ def _usage(payload: dict) -> list[str]:
     """Generations, tokens and LLM rates: the sections both scopes have."""
     out: list[str] = []
     daily = payload["generations"]["daily"]
-    out += ["", f"GENERATIONS PER DAY (last {len(daily)}, UTC)      count  failed"]
+    out += ["", f"{f'GENERATIONS PER DAY (last {len(daily)}, UTC)':<46}{'count':>7}  {'failed':>6}"]
     top = max((d["count"] for d in daily), default=0)
     for day in daily:
         out.append(f"  {day['date']}  {_bar(day['count'], top):<{_BAR}}  {_num(day['count']):>7}"
@@ -179,19 +235,25 @@ def _blocked_and_crons(payload: dict, paint) -> list[str]:
         for entry in blocked["ips"][:20]:
             ttl = entry["ttl_seconds"]
             left = "no expiry" if ttl is None else f"{ttl // 3600}h{ttl % 3600 // 60:02d}m"
-            out.append(f"  {entry['ip']:<40} {left:>9}  {entry['source'] or '-':<6} "
-                       f"{entry['reason'] or '-'}")
+            line = f"  {entry['ip'][:39]:<39} {left:>9}  {entry['source'] or '-':<6} "
+            out.append(line + _fit(entry["reason"] or "-", WIDTH - len(line)))
         if blocked["count"] > 20:
             out.append(paint(f"  ... {blocked['count'] - 20} more (python -m ops blocked)", "dim"))
 
-    out += ["", "CRONS (last run)"]
+    out += ["", f"CRONS (last run)  {'started':<11} {'status':<10} {'duration':>8}  counts"]
     for job in payload["crons"]:
         if not job["started_at"]:
-            out.append(f"  {job['job']:<18} " + paint("never ran", "warning"))
+            out.append(f"  {job['job'][:16]:<16} " + paint("never ran", "warning"))
             continue
-        status = job["status"]
-        shown = paint(status, "critical" if status == "failed" else "ok") if status else "-"
-        counts = json.dumps({k: v for k, v in (job.get("counts") or {}).items() if k != "demo"})
-        incomplete = "" if job["complete"] in (True, None) else " (incomplete)"
-        out.append(f"  {job['job']:<18} {str(job['started_at'])[:19]:<20} {shown}{incomplete} {counts}")
+        status = job["status"] or "-"
+        if status == "succeeded" and job.get("complete") is False:
+            status = "incomplete"
+        kind = "critical" if status == "failed" else "warning" if status == "incomplete" else "ok"
+        counts = _counts(job.get("counts") or {}) or [job.get("error") or "-"]
+        started = str(job["started_at"]).replace("T", " ")[5:16]  # MM-DD HH:MM, UTC
+        head = f"  {job['job'][:16]:<16} {started:<11} "
+        tail = f" {_duration(job['started_at'], job.get('finished_at')):>8}  "
+        rows = _wrap(counts, WIDTH - len(head) - 10 - len(tail))
+        out.append(head + paint(f"{status:<10}", kind) + tail + rows[0])
+        out += [" " * (len(head) + 10 + len(tail)) + row for row in rows[1:]]
     return out

@@ -26,6 +26,8 @@ pytest_plugins = ["tests.support.crons", "tests.support.generate_stack",
                   "tests.support.monitoring_data"]
 
 UPSTASH_TOKEN = "test-upstash-token"
+# A `make dev` running beside the tests must not lend its .env to `python -m ops` in them.
+os.environ.setdefault("OPS_NO_DOTENV", "1")
 
 
 def _with_dbname(url: str, name: str) -> str:
@@ -34,8 +36,12 @@ def _with_dbname(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url() -> str:
-    return os.environ.get("TEST_DATABASE_URL") or services.embedded_postgres(services.DATA / "pg-test")
+def postgres_server_url():
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    yield services.embedded_postgres(services.DATA / "pg-test")
+    services.stop_embedded_postgres(services.DATA / "pg-test")  # make test leaves no server behind
 
 
 @pytest.fixture(scope="session")

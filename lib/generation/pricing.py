@@ -24,6 +24,8 @@ PRICE_TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "claude-3-5-sonnet": ("3.00", "15.00"),
         "claude-3-7-sonnet": ("3.00", "15.00"),
         "claude-sonnet-4": ("3.00", "15.00"),
+        # The local provider `make dev` starts when no key is set (devtools/local_llm.py)
+        "local-dev": ("0", "0"),
     },
 }
 CURRENT_VERSION = "2026-12-01"

@@ -118,8 +118,9 @@ def send_weekly_reminders(budget: cron.Budget, now: datetime | None = None) -> d
     Idempotent per (user, ISO week) and safe to run concurrently (see the module docstring).
     One refused address only fails that recipient; an unreachable SMTP server stops the run.
     Returns {"sent", "skipped" (already reminded this week), "failed", "complete"}, or
-    {"email": "not configured", ...} without sending or recording anything when SMTP_URL or
-    EMAIL_FROM is unset.
+    {"email": "not configured", "skipped": "email not configured", "complete": True, ...}
+    without sending or recording anything when SMTP_URL or EMAIL_FROM is unset (nothing is
+    left to do, so the run is complete: `ops cron --until-complete` stops).
     """
     cfg, now = settings(), now or datetime.now(timezone.utc)
     week = iso_week(now)
@@ -127,7 +128,8 @@ def send_weekly_reminders(budget: cron.Budget, now: datetime | None = None) -> d
     skipped = db.fetchone(_ALREADY_REMINDED, params)["n"]
     counts = {"sent": 0, "skipped": skipped, "failed": 0}
     if not cfg.smtp_url or not cfg.email_from:
-        return {"email": "not configured", **counts, "complete": False}
+        return {"email": "not configured", **counts, "skipped": "email not configured",
+                "complete": True}
     after, complete = "", True
     with Mailer(cfg.smtp_url, parseaddr(cfg.email_from)[1]) as mailer:
         while complete:

@@ -36,7 +36,9 @@ _MIN_ATTEMPT_S = 0.5  # below this a call can't complete; record it as skipped i
 
 
 class NoProviderConfigured(ServiceUnavailable):
-    code, default_message = "no_provider_configured", "No LLM provider is configured"
+    code, default_message = "no_provider_configured", (
+        "No LLM provider is configured: set OPENAI_API_KEY or ANTHROPIC_API_KEY "
+        "(`make dev` starts a local provider, model local-dev, when neither is set)")
 
 
 class ProviderRejected(ProviderUnavailable):
