@@ -47,7 +47,12 @@ _request_values: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVa
 
 def _forms(value: str) -> set[str]:
     """The ways a value can be spelled in an event or a line: raw, URL-quoted, JSON/repr-escaped."""
-    return {value, quote(value, safe=""), json.dumps(value)[1:-1], repr(value)[1:-1]}
+    forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1]}
+    try:
+        forms.add(quote(value, safe=""))
+    except UnicodeEncodeError:  # a lone surrogate (bad input the route will refuse): no URL form
+        pass
+    return forms
 
 
 def _url_password(value: str) -> list[str]:

@@ -49,7 +49,7 @@ def test_happy_path_answers_text_usage_cost_and_quota(stack, sql):
                 " primary_outcome, attempts, completed_at IS NOT NULL FROM generations")
     assert row[0] == body["id"]
     assert row[1:8] == ("succeeded", "openai", "gpt-4o-mini", 12, 8, Decimal("0.00000660"),
-                        "2026-12-01")
+                        "2026-12-02")
     assert row[8] >= 0 and row[9:13] == (False, None, None, "succeeded") and row[14]
     assert [a["outcome"] for a in row[13]] == ["succeeded"]
 
@@ -95,14 +95,14 @@ def test_costs_come_from_the_price_table_for_each_provider(stack, sql):
     assert fallback["provider"] == "anthropic"
     assert fallback["cost_usd"] == pytest.approx(2000 * 0.8e-6 + 100 * 4e-6)
     rows = sql("SELECT provider, cost_usd, price_version FROM generations ORDER BY created_at")
-    assert rows == [("openai", Decimal("0.00045000"), "2026-12-01"),
-                    ("anthropic", Decimal("0.00200000"), "2026-12-01")]
+    assert rows == [("openai", Decimal("0.00045000"), "2026-12-02"),
+                    ("anthropic", Decimal("0.00200000"), "2026-12-02")]
 
 
 def test_unknown_model_is_recorded_as_unpriced_not_guessed(stack, sql):
     stack.configure(OPENAI_MODEL="gpt-9-experimental")
     assert stack.post().json()["cost_usd"] == 0
-    assert sql("SELECT price_version FROM generations") == [("2026-12-01:unpriced",)]
+    assert sql("SELECT price_version FROM generations") == [("2026-12-02:unpriced",)]
 
 
 # --- input validation ---------------------------------------------------------------------

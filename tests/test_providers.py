@@ -112,10 +112,13 @@ def test_requests_follow_the_model_table():
     assert "temperature" not in unknown
     assert openai_chat.request("gpt-9-nova", [{"role": "user", "content": "hi"}], None, 5,
                                0.7)["temperature"] == 0.7  # unknown: sent when the caller gave one
-    message = anthropic_messages.request("claude-haiku-5-5", [{"role": "user", "content": "hi"}],
+    message = anthropic_messages.request("claude-sonnet-4-6", [{"role": "user", "content": "hi"}],
                                          "sys", 9, 0.5)
-    assert message == {"model": "claude-haiku-5-5", "max_tokens": 9, "temperature": 0.5,
+    assert message == {"model": "claude-sonnet-4-6", "max_tokens": 9, "temperature": 0.5,
                        "system": "sys", "messages": [{"role": "user", "content": "hi"}]}
+    # Haiku 5.5 refuses any temperature: the caller's value is dropped, not sent to be refused.
+    assert "temperature" not in anthropic_messages.request(
+        "claude-haiku-5-5", [{"role": "user", "content": "hi"}], None, 9, 0.5)
     assert "max_tokens" in anthropic_messages.request("claude-next-9", [], None, 9, None)
 
 

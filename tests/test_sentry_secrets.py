@@ -34,8 +34,11 @@ CANARIES = {
     "CRON_SECRET": "canary-cron-secret-4477aa19",
     "UNSUBSCRIBE_SECRET": "canary-unsubscribe-secret-61be03",
     "SMTP_URL": "smtp://mailer:canarySmtpPass6e2f@127.0.0.1:{smtp_port}",
+    "DATABASE_URL_UNPOOLED": "postgresql://postgres:canaryUnpooledPw7c1d@127.0.0.1:1/direct",
+    "ALERT_WEBHOOK_URL": "http://127.0.0.1:1/services/T0/B0/canary-alert-hook-93ad5e",
 }
 SECRET_VALUES = [DB_PASSWORD, "smtp://mailer:canarySmtpPass6e2f", "canarySmtpPass6e2f",
+                 "canaryUnpooledPw7c1d", "canary-alert-hook-93ad5e",
                  *[v for k, v in CANARIES.items() if k not in ("SMTP_URL", "STRIPE_WEBHOOK_SECRET")],
                  *CANARIES["STRIPE_WEBHOOK_SECRET"].split(",")]
 PROMPT = "Draft the Zorblax merger memo for Quintessa"
@@ -202,4 +205,4 @@ def test_settings_repr_masks_every_secret(env):
     shown = repr(config.settings())
     for secret in SECRET_VALUES:
         assert secret not in shown
-    assert "***" in shown and "gpt-4o-mini" in shown
+    assert "***" in shown and config.settings().openai_model in shown  # the rest stays readable

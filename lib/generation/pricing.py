@@ -28,7 +28,13 @@ PRICE_TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "local-dev": ("0", "0"),
     },
 }
-CURRENT_VERSION = "2026-12-01"
+# The current defaults (OPENAI_MODEL, ANTHROPIC_MODEL), list prices as published in 2026:
+# gpt-5.4-mini $0.75 / $4.50, claude-haiku-5-5 $0.10 / $0.50 (up to 100K input tokens a
+# request; generate's inputs are capped far below that, at 60,000 characters).
+PRICE_TABLES["2026-12-02"] = {**PRICE_TABLES["2026-12-01"],
+                              "gpt-5.4-mini": ("0.75", "4.50"),
+                              "claude-haiku-5-5": ("0.10", "0.50")}
+CURRENT_VERSION = "2026-12-02"
 UNPRICED = "unpriced"
 _MILLION = Decimal(1_000_000)
 _CENT_FRACTION = Decimal("0.00000001")  # the generations.cost_usd column's scale

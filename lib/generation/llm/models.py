@@ -54,7 +54,8 @@ MODELS: dict[str, tuple[str, str, bool]] = {
     # Anthropic: the Messages API requires max_tokens; temperature 0..1.
     "claude-3-5-haiku": ("anthropic", MAX_TOKENS, True),
     "claude-haiku-4-5": ("anthropic", MAX_TOKENS, True),
-    "claude-haiku-5-5": ("anthropic", MAX_TOKENS, True),
+    # Haiku 5.5 answers 400 to temperature / top_p / top_k (its migration notes).
+    "claude-haiku-5-5": ("anthropic", MAX_TOKENS, False),
     "claude-sonnet-4": ("anthropic", MAX_TOKENS, True),
     "claude-sonnet-4-6": ("anthropic", MAX_TOKENS, True),
     "claude-sonnet-5": ("anthropic", MAX_TOKENS, True),
