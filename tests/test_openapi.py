@@ -19,6 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
                                                response_schema_conformance, status_code_conformance)
 
+from devtools.fake_stripe import FakeStripe
 from devtools.serve import load_handler
 from devtools.services import ROOT
 from tests.support.openapi import SPEC_PATH, load_spec
@@ -55,11 +56,15 @@ def test_every_route_and_verb_is_described_and_nothing_else():
 @pytest.fixture
 def fuzz_env(stack, monkeypatch):
     """The generate stack (fake providers, real tokens), plus the webhook secret, the cron
-    secret and generous limits, so that a valid example is limited by nothing but itself."""
+    secret, a local Stripe API for the reconciliation and generous limits, so that a valid
+    example is limited by nothing but itself."""
+    stripe_api = FakeStripe(api_key="sk_test_fuzz_0123456789")
     stack.configure(**BILLING_ENV, CRON_SECRET=CRON_SECRET, QUOTA_TRIAL="100000",
                     RATE_LIMIT_IP="100000/60s", RATE_LIMIT_USER="100000/60s",
-                    AUTO_BLOCK_THRESHOLD="100000")
-    return stack
+                    AUTO_BLOCK_THRESHOLD="100000", OPERATOR_ORG_IDS="org_fuzz",
+                    STRIPE_SECRET_KEY="sk_test_fuzz_0123456789", STRIPE_API_BASE=stripe_api.url)
+    yield stack
+    stripe_api.close()
 
 
 def _auth_headers(case, body: bytes | None) -> dict[str, str]:
