@@ -5,13 +5,12 @@ reading the fake providers' real streaming wire formats, real Postgres and Redis
 import json
 import socket
 import time
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import pytest
 
-from devtools.serve import load_handler, serve_in_process
+from devtools.serve import runtime_handler, serve_in_process
 from devtools.vercel_config import MAX_DURATION_S
 from lib.generation.llm.streaming import STREAM_DEADLINE_S
 from tests.support.tokens import mint_token
@@ -159,50 +158,13 @@ def test_deltas_arrive_spread_over_time_not_buffered(stack):
 
 # --- the Vercel runtime's IPC mode ----------------------------------------------------------
 
-class IpcBaseHandler(BaseHTTPRequestHandler):
-    """vercel_runtime/vc_init.py's IPC-mode BaseHandler (runtime 0.x as pinned), minus the IPC
-    socket messages: its own handle_one_request, then `handle_request` as vc_init composes
-    it (`class Handler(BaseHandler, app)`), served on a ThreadingHTTPServer writing straight
-    to the socket."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-    def _vc_fire_end_once(self) -> None:
-        self._vc_end_sent = True
-
-    def handle_one_request(self) -> None:
-        self._vc_end_sent = False
-        self.raw_requestline = self.rfile.readline(65537)
-        if not self.raw_requestline:
-            self.close_connection = True
-            return
-        if not self.parse_request():
-            return
-        for name in ("x-vercel-internal-invocation-id", "x-vercel-internal-request-id",
-                     "x-vercel-internal-span-id", "x-vercel-internal-trace-id"):
-            del self.headers[name]
-        try:
-            self.handle_request()  # type: ignore[attr-defined]
-        finally:
-            self._vc_fire_end_once()
-
-
-def _ipc_handler():
-    app = load_handler("api/generate.py")
-
-    class Handler(IpcBaseHandler, app):
-        def handle_request(self) -> None:
-            method = getattr(self, "do_" + self.command)
-            method()
-            self.wfile.flush()
-
-    return Handler
+# devtools.serve.runtime_handler is vc_init's own IPC-mode composition, copied from the pinned
+# runtime: `class Handler(BaseHandler, app)`, its handle_one_request first.
 
 
 def test_streams_through_the_runtime_ipc_handler_composition(stack, sql):
     stack.openai.stream_chunks, stack.openai.chunk_interval_s = 4, 0.15
-    with serve_in_process(_ipc_handler()) as base:
+    with serve_in_process(runtime_handler("api/generate.py")) as base:
         with _stream(stack, url=base + "/api/generate") as response:
             assert response.headers["content-type"] == "text/event-stream"
             events = _events(response)

@@ -17,8 +17,8 @@ Postgres trouble is a 503 with nothing written. Plain values in and out: no Requ
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-
 from decimal import Decimal
 from uuid import UUID
 
@@ -196,6 +196,24 @@ def admit(client_ip: str, identity: Identity | None,
     return Admission(checks.user if checks is not None else None, breaker)
 
 
+@contextmanager
+def _released_on_failure(reservation: quota.Reservation, breaker, started: float):
+    """Around the provider call: when no provider answered, the breaker learns the outcome
+    and the unit goes back (the 502 carries the row id and the quota); a local error gives
+    the unit back too and is re-raised, leaving the breaker alone."""
+    try:
+        yield
+    except llm.ProviderUnavailable as exc:
+        _update_breaker(breaker, exc.outcome)
+        used = quota.release(reservation, _failure_record(exc.outcome, started))
+        raise type(exc)(exc.message, outcome=exc.outcome, details={
+            "generation_id": str(reservation.generation_id),
+            "quota": reservation.quota(used)}) from exc
+    except BaseException as exc:
+        quota.release(reservation, _failure_record(llm.Outcome(), started, exc))
+        raise
+
+
 def generate(identity: Identity, params: GenerationRequest,
              admission: Admission) -> Generation:
     """Steps 3-5 for an admitted caller. Every call that reaches the providers leaves exactly
@@ -206,19 +224,10 @@ def generate(identity: Identity, params: GenerationRequest,
     reservation = quota.reserve(identity)
     breaker = admission.breaker
     started = time.monotonic()
-    try:
+    with _released_on_failure(reservation, breaker, started):
         outcome = llm.complete(params.messages, params.system, params.max_tokens,
                                params.temperature,
                                skip_primary_reason="circuit_open" if breaker.open else None)
-    except llm.ProviderUnavailable as exc:
-        _update_breaker(breaker, exc.outcome)
-        used = quota.release(reservation, _failure_record(exc.outcome, started))
-        raise type(exc)(exc.message, outcome=exc.outcome, details={
-            "generation_id": str(reservation.generation_id),
-            "quota": reservation.quota(used)}) from exc
-    except BaseException as exc:
-        quota.release(reservation, _failure_record(llm.Outcome(), started, exc))
-        raise
     _update_breaker(breaker, outcome)
     reply = outcome.reply
     price = pricing.price_for(reply.model)
@@ -395,18 +404,9 @@ def start_stream(identity: Identity, params: GenerationRequest,
     reservation = quota.reserve(identity)
     breaker = admission.breaker
     started = time.monotonic()
-    try:
+    with _released_on_failure(reservation, breaker, started):
         outcome, provider_stream, first = streaming.open_stream(
             params.messages, params.system, params.max_tokens, params.temperature,
             skip_primary_reason="circuit_open" if breaker.open else None)
-    except llm.ProviderUnavailable as exc:
-        _update_breaker(breaker, exc.outcome)
-        used = quota.release(reservation, _failure_record(exc.outcome, started))
-        raise type(exc)(exc.message, outcome=exc.outcome, details={
-            "generation_id": str(reservation.generation_id),
-            "quota": reservation.quota(used)}) from exc
-    except BaseException as exc:
-        quota.release(reservation, _failure_record(llm.Outcome(), started, exc))
-        raise
     return GenerationStream(reservation, admission, params, outcome, provider_stream, first,
                             started)

@@ -254,26 +254,39 @@ def complete(messages, system: str | None, max_tokens: int, temperature: float |
             classified = classify(exc)
             if classified is None:
                 raise
-            result, reason, status = classified
             response = getattr(exc, "response", None)
             request_id = response.headers.get("x-request-id") or \
                 response.headers.get("request-id") if response is not None else None
-            outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
-                                            type(exc).__name__, status, _ms(started), request_id))
-            if result == "misconfigured":
-                report_misconfigured(provider, reason, status, exc)
-            if result == "rejected":
-                raise ProviderRejected(f"{provider.name} rejected the request (HTTP {status})",
-                                       outcome=outcome) from exc
+            record_failure(outcome, provider, classified, exc, _ms(started), request_id)
             continue
         outcome.attempts.append(Attempt(provider.name, reply.model, "succeeded",
                                         latency_ms=_ms(started), request_id=reply.request_id))
         outcome.reply, outcome.provider = reply, provider.name
         return outcome
+    raise exhausted(outcome)
+
+
+def record_failure(outcome: Outcome, provider: "Provider", classified: tuple[str, str, int | None],
+                   exc: BaseException, latency_ms: int, request_id: str | None = None) -> None:
+    """Record a provider-side failure as an attempt (reporting a misconfiguration); raises
+    ProviderRejected when the provider refused the request itself (the caller's 400)."""
+    result, reason, status = classified
+    outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
+                                    type(exc).__name__, status, latency_ms, request_id))
+    if result == "misconfigured":
+        report_misconfigured(provider, reason, status, exc)
+    if result == "rejected":
+        raise ProviderRejected(f"{provider.name} rejected the request (HTTP {status})",
+                               outcome=outcome) from exc
+
+
+def exhausted(outcome: Outcome) -> ProviderUnavailable:
+    """The error when no provider answered: misconfigured when every one tried refused our
+    configuration (an operator must act), else unavailable."""
     tried = [a for a in outcome.attempts if a.outcome != "skipped"]
     if tried and all(a.outcome == "misconfigured" for a in tried):
-        raise ProviderMisconfigured(outcome=outcome)
-    raise ProviderUnavailable(outcome=outcome)
+        return ProviderMisconfigured(outcome=outcome)
+    return ProviderUnavailable(outcome=outcome)
 
 
 def _ms(started: float) -> int:

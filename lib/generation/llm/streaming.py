@@ -14,9 +14,7 @@ import time
 
 from lib.config import settings
 from lib.generation.llm import (PRIMARY, PRIMARY_SHARE, NoProviderConfigured, Outcome,
-                                ProviderMisconfigured, ProviderRejected, classify, providers,
-                                report_misconfigured)
-from lib.errors import ProviderUnavailable
+                                classify, exhausted, providers, record_failure)
 from lib.generation.llm.types import Attempt, TextStream
 
 # 4096 tokens at 20 tokens/s (a slow small model) is 205 s; maxDuration is 300 s.
@@ -84,23 +82,13 @@ def open_stream(messages, system: str | None, max_tokens: int, temperature: floa
             classified = stream_classify(exc)
             if classified is None:
                 raise
-            result, reason, status = classified
-            outcome.attempts.append(Attempt(provider.name, provider.model, result, reason,
-                                            type(exc).__name__, status, _ms(started)))
-            if result == "misconfigured":
-                report_misconfigured(provider, reason, status, exc)
-            if result == "rejected":
-                raise ProviderRejected(f"{provider.name} rejected the request (HTTP {status})",
-                                       outcome=outcome) from exc
+            record_failure(outcome, provider, classified, exc, _ms(started))
             continue
         outcome.attempts.append(Attempt(provider.name, opened.model, "succeeded",
                                         latency_ms=_ms(started)))
         outcome.provider = provider.name
         return outcome, opened, first
-    tried = [a for a in outcome.attempts if a.outcome != "skipped"]
-    if tried and all(a.outcome == "misconfigured" for a in tried):
-        raise ProviderMisconfigured(outcome=outcome)
-    raise ProviderUnavailable(outcome=outcome)
+    raise exhausted(outcome)
 
 
 class EmptyStream(Exception):
