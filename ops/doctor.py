@@ -183,6 +183,8 @@ _LOCAL_DEFAULTS: dict[str, tuple[str, Callable[[object, dict], bool]]] = {
     "STRIPE_PRICE_AGENCY": ("price_test_agency", lambda value, values: value == ("price_test_agency",)),
     "SMTP_URL": ("no email: reminders report `skipped: email not configured` (devtools/smtp.py "
                  "is a local SMTP sink)", lambda value, values: False),
+    # Required in production only (issue 10 §5); locally any azp is accepted.
+    "CLERK_AUTHORIZED_PARTIES": ("any azp (tokens from `ops dev-token`)", lambda value, values: False),
 }
 
 
