@@ -5,6 +5,7 @@ Both run in a copy of the project's tracked files, so they see what a fresh clon
 
 import json
 import os
+import signal
 import shutil
 import time
 import subprocess
@@ -90,6 +91,17 @@ def test_bundles_carry_lib_but_no_dev_tooling_or_secrets(build_output):
         assert leaked == [], (path, leaked[:5])
 
 
+def _stop(process: subprocess.Popen) -> None:
+    """Stop `devtools.dev` the way Ctrl-C does: it stops `vercel dev`, which runs in a session
+    of its own (a SIGKILL of dev's group alone would leave the CLI and its functions running)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def test_vercel_dev_serves_health_and_no_source_files(tmp_path, app_env):
     copy = _project_copy(tmp_path)
     port = free_port()
@@ -105,8 +117,7 @@ def test_vercel_dev_serves_health_and_no_source_files(tmp_path, app_env):
         for path in LEAKS:
             assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=60).status_code == 404, path
     finally:
-        os.killpg(process.pid, 9)
-        process.wait()
+        _stop(process)
 
 
 def test_vercel_dev_streams_generate(tmp_path, app_env):
@@ -145,7 +156,6 @@ def test_vercel_dev_streams_generate(tmp_path, app_env):
         assert names == ["delta"] * 5 + ["done"], names
         print("vercel dev delta arrival spread (s):", round(events[4][1] - events[0][1], 2))
     finally:
-        os.killpg(process.pid, 9)
-        process.wait()
+        _stop(process)
         openai.close()
         anthropic.close()
