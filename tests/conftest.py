@@ -22,7 +22,7 @@ from lib import config, db, migrate
 from devtools.serve import load_handler, serve_runtime_layout
 from tests.support.openapi import ResponseLog, Spec
 
-pytest_plugins = ["tests.support.crons", "tests.support.generate_stack",
+pytest_plugins = ["tests.support.crons", "tests.support.generate_stack", "tests.support.stripe_signing",
                   "tests.support.monitoring_data"]
 
 UPSTASH_TOKEN = "test-upstash-token"

@@ -12,18 +12,15 @@ from lib import config, monitoring
 from lib.billing import ledger
 from ops.stripe_events import sample_event
 from devtools.serve import SentryReceiver
-from tests.support.stripe_signing import BILLING_ENV, PRICE_AGENCY, PRICE_TEAM, deliver
+from tests.support.stripe_signing import PRICE_AGENCY, PRICE_TEAM, deliver
 
 T0 = int(time.time()) - 10_000
 INTACT = "intact"
 
 
 @pytest.fixture
-def url(serve, monkeypatch):
-    for key, value in BILLING_ENV.items():
-        monkeypatch.setenv(key, value)
-    config.reload()
-    return serve("api/webhooks/stripe.py")
+def url(webhook_url):
+    return webhook_url
 
 
 def _org(sql, external_id: str) -> dict:

@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from lib import config
 from ops.stripe_events import MONTH_S, sample_event
-from tests.support.stripe_signing import BILLING_ENV, PRICE_AGENCY, PRICE_TEAM, deliver
+from tests.support.stripe_signing import PRICE_AGENCY, PRICE_TEAM, deliver
 
 ORGS, SUBSCRIPTIONS_PER_ORG, EVENTS_PER_SUBSCRIPTION = 10, 2, 10
 FINAL = [("customer.subscription.deleted", "canceled"), ("customer.subscription.updated", "unpaid"),
@@ -73,11 +72,8 @@ def _scenario(seed: int):
 
 
 @pytest.fixture
-def url(serve, monkeypatch):
-    for key, value in BILLING_ENV.items():
-        monkeypatch.setenv(key, value)
-    config.reload()
-    return serve("api/webhooks/stripe.py")
+def url(webhook_url):
+    return webhook_url
 
 
 def _reset(sql, organizations) -> None:

@@ -6,22 +6,18 @@ from datetime import timedelta
 
 import pytest
 
-from lib import config
 from lib.jobs import cron, purge
 from ops.stripe_events import MONTH_S, sample_event
 from tests.support import crons as rows
-from tests.support.stripe_signing import BILLING_ENV, PRICE_AGENCY, PRICE_TEAM, deliver
+from tests.support.stripe_signing import PRICE_AGENCY, PRICE_TEAM, deliver
 
 RETENTION = {"TRIAL": 30, "TEAM": 180, "AGENCY": 365}
 AGES = (5, 29, 100, 200, 300, 360)
 
 
 @pytest.fixture
-def url(serve, monkeypatch):
-    for key, value in BILLING_ENV.items():
-        monkeypatch.setenv(key, value)
-    config.reload()
-    return serve("api/webhooks/stripe.py")
+def url(webhook_url):
+    return webhook_url
 
 
 def _agency(sql, url, external_id: str) -> str:

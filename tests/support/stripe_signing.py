@@ -8,6 +8,9 @@ import json
 import time
 
 import httpx
+import pytest
+
+from lib import config
 
 SECRET = "whsec_test_current_0123456789abcdef"
 OLD_SECRET = "whsec_test_previous_fedcba9876543210"
@@ -33,3 +36,12 @@ def deliver(base_url: str, event: dict | bytes, secret: str = SECRET, timestamp:
     headers = {"Content-Type": "application/json; charset=utf-8",
                "Stripe-Signature": signature(body, [secret], timestamp)}
     return (client or httpx).post(base_url + ROUTE, content=body, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def webhook_url(serve, monkeypatch) -> str:
+    """The real webhook handler over HTTP, with the billing settings above."""
+    for key, value in BILLING_ENV.items():
+        monkeypatch.setenv(key, value)
+    config.reload()
+    return serve("api/webhooks/stripe.py")
