@@ -17,6 +17,8 @@ reaching the proxy, Postgres by bench._postgres_wire's TCP proxy (a round trip =
 speaking again after the server answered).
 """
 
+import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -37,7 +39,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devtools import dev_keys, services, upstash_proxy
 from lib import config, db, migrate
 from devtools.fake_llm import FakeOpenAI
-from devtools.serve import serve_in_process
+from devtools.serve import serve_runtime_layout
 
 from bench._postgres_wire import RoundTripCounter
 
@@ -261,6 +263,47 @@ def _commit_ms(url: str) -> float:
             conn.execute("DROP TABLE commit_probe")
 
 
+def _synchronous_commit(url: str, on: bool) -> None:
+    """Set (or reset) synchronous_commit for the bench role's new connections to `url`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = psycopg.sql.Identifier(conninfo_to_dict(url)["dbname"]).as_string(conn)
+        conn.execute(f"ALTER ROLE CURRENT_USER IN DATABASE {name} " +
+                     ("RESET synchronous_commit" if on else "SET synchronous_commit = off"))
+
+
+_FUNCTION = r"""
+import sys
+from devtools.serve import serve_runtime_layout
+with serve_runtime_layout(sys.argv[1]) as url:
+    print(url, file=sys.stderr, flush=True)
+    sys.stdin.read()  # serves until the bench closes stdin
+"""
+
+
+@contextlib.contextmanager
+def _function_process(entrypoint: str, env: dict):
+    """`entrypoint` served in its own process, the runtime's IPC-mode layout on a
+    ThreadingHTTPServer (devtools.serve.serve_runtime_layout); yields its base URL. Its log
+    lines go nowhere (they would fill a pipe)."""
+    process = subprocess.Popen([sys.executable, "-c", _FUNCTION, entrypoint], cwd=ROOT, env=env,
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        url = process.stderr.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"function process did not start: {url}")
+        yield url
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _use_database(url: str) -> None:
     db.close_all()
     os.environ["DATABASE_URL"] = url
@@ -290,15 +333,22 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
             stream.close()
         raise AssertionError("no delta")
 
-    with serve_in_process("api/generate.py") as url, httpx.Client() as client:
+    # Two kept-alive connections, used in turn: consecutive requests are two callers, as the
+    # platform's independent invocations are; on one connection a request would wait for the
+    # previous one's after-answer work (its own row in the table).
+    with serve_runtime_layout("api/generate.py") as url, httpx.Client() as client, \
+            httpx.Client() as other:
+        target = {"url": url}  # the in-process route (round trips), then a function process
+        clients = itertools.cycle([client, other])
         token = dev_keys.mint("user_bench", "org_bench", ttl_s=3600)
         headers = {"authorization": f"Bearer {token}",
                    "x-forwarded-for": "198.51.100.7"}
         proxy_ms: list[float] = []
 
-        def route():
+        def route(one_connection: bool = False):
             before = CountingUpstash.server_ms
-            response = client.post(url + "/api/generate", headers=headers,
+            response = (client if one_connection else next(clients)).post(
+                target["url"] + "/api/generate", headers=headers,
                                    json={"prompt": "hi", "max_tokens": 16})
             assert response.status_code == 200, response.text
             proxy_ms.append(CountingUpstash.server_ms - before)
@@ -306,7 +356,7 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
         def route_stream(arrivals: list[float] | None = None) -> float:
             """ms to the first `event: delta`; reads the stream to its end."""
             started, first = time.perf_counter(), None
-            with client.stream("POST", url + "/api/generate", headers=headers,
+            with client.stream("POST", target["url"] + "/api/generate", headers=headers,
                                json={"prompt": "hi", "max_tokens": 16, "stream": True}) as response:
                 assert response.status_code == 200, response.read()
                 for line in response.iter_lines():
@@ -344,60 +394,58 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
         redis_rt = (CountingUpstash.requests - redis_before) / probe
         pg_rt = (counter.turns - pg_before) / probe
 
-        _use_database(direct_url)  # timings without the counting relay in the path
-        route()
-        proxy_ms.clear()
-        passes = [("instant provider", *side_by_side(count, timed(bare), timed(route)),
-                   list(proxy_ms))]
-        with psycopg.connect(direct_url, autocommit=True) as conn:
-            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
-                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
-                         " SET synchronous_commit = off")
-        _use_database(direct_url)
-        route()
-        proxy_ms.clear()
-        passes.append(("instant provider, Postgres synchronous_commit=off",
-                       *side_by_side(count, timed(bare), timed(route)), list(proxy_ms)))
-        with psycopg.connect(direct_url, autocommit=True) as conn:
-            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
-                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
-                         " RESET synchronous_commit")
-        _use_database(direct_url)
-        fake.delay_s = 0.1
-        proxy_ms.clear()
-        n = min(count, 100)
-        passes.append(("provider answering in 100 ms",
-                       *side_by_side(n, timed(bare), timed(route)), list(proxy_ms)))
-        fake.delay_s = 0
+        # The timed passes: the route in its own function process (as deployed: the client's
+        # and the function's Python don't share a GIL), without the counting relay.
+        def function(sync_commit: bool = True):
+            _synchronous_commit(direct_url, sync_commit)
+            return _function_process("api/generate.py", {**os.environ, "DATABASE_URL": direct_url})
+
+        def served(function_url: str):
+            target["url"] = function_url
+            route()  # its pooled connections, provisioning, SDK import
+            proxy_ms.clear()
+
+        with function() as function_url:
+            served(function_url)
+            passes = [("instant provider", *side_by_side(count, timed(bare), timed(route)),
+                       list(proxy_ms))]
+            proxy_ms.clear()
+            passes.append(("instant provider, every request on one connection",
+                           *side_by_side(count, timed(bare), timed(lambda: route(True))),
+                           list(proxy_ms)))
+            fake.delay_s = 0.1
+            proxy_ms.clear()
+            n = min(count, 100)
+            passes.append(("provider answering in 100 ms",
+                           *side_by_side(n, timed(bare), timed(route)), list(proxy_ms)))
+            fake.delay_s = 0
+        with function(sync_commit=False) as function_url:
+            served(function_url)
+            passes.insert(2, ("instant provider, Postgres synchronous_commit=off",
+                              *side_by_side(count, timed(bare), timed(route)), list(proxy_ms)))
 
         # Streaming: the first token after 100 ms, then 19 more 2 ms apart.
         fake.text, fake.stream_chunks = "token " * 20, 20
         fake.first_token_s, fake.chunk_interval_s = 0.1, 0.002
-        bare_first_delta()
-        route_stream()
-        streams = [("durable commits", *side_by_side(min(count, 100), first_delta(bare_first_delta),
-                                                     first_delta(route_stream)))]
-        with psycopg.connect(direct_url, autocommit=True) as conn:
-            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
-                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
-                         " SET synchronous_commit = off")
-        _use_database(direct_url)
-        route_stream()
-        streams.append(("Postgres synchronous_commit=off",
-                        *side_by_side(min(count, 100), first_delta(bare_first_delta),
-                                      first_delta(route_stream))))
-        with psycopg.connect(direct_url, autocommit=True) as conn:
-            conn.execute("ALTER ROLE CURRENT_USER IN DATABASE "
-                         f"{psycopg.sql.Identifier(conninfo_to_dict(direct_url)['dbname']).as_string(conn)}"
-                         " RESET synchronous_commit")
-        _use_database(direct_url)
-        fake.chunk_interval_s = 0.05  # 10 pieces sent over 450 ms: do they arrive that way?
-        fake.stream_chunks = 10
-        arrivals: list[float] = []
-        route_stream(arrivals)
+        streams = []
+        for label, sync_commit in (("durable commits", True), ("Postgres synchronous_commit=off", False)):
+            with function(sync_commit) as function_url:
+                served(function_url)
+                bare_first_delta()
+                route_stream()
+                streams.append((label, *side_by_side(min(count, 100), first_delta(bare_first_delta),
+                                                     first_delta(route_stream))))
+                if sync_commit:
+                    fake.chunk_interval_s = 0.05  # 10 pieces over 450 ms: do they arrive so?
+                    fake.stream_chunks = 10
+                    arrivals: list[float] = []
+                    route_stream(arrivals)
+                    fake.stream_chunks, fake.chunk_interval_s = 20, 0.002
+        _synchronous_commit(direct_url, True)
         fake.text, fake.stream_chunks, fake.first_token_s, fake.chunk_interval_s = "ok", 4, 0, 0
 
-    print(f"warm process, loopback; {count} requests per instant pass, interleaved blocks of 50\n")
+    print(f"loopback, the route in its own function process; {count} requests per instant pass, "
+          "interleaved blocks of 50\n")
     rows = []
     for label, bare_ms, route_ms, upstash_ms in passes:
         (b50, b99), (r50, r99) = _stats(bare_ms), _stats(route_ms)

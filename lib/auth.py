@@ -90,17 +90,57 @@ def require_role(identity: Identity, *roles: str) -> None:
         raise Forbidden(f"Requires role {' or '.join(roles)}")
 
 
+class _Verified:
+    """Tokens this process already verified, with their claims, until they expire: a client
+    sends the same session token (Clerk's live 60 s) with each request of that minute, and
+    the RS256 check costs about 0.2 ms of CPU each time (bench/generate). An entry is used
+    only under the settings it was verified with (a changed key or allowlist starts over) and
+    only while the token is valid by the same rule jwt.decode applies (now < exp + LEEWAY_S);
+    a key removed from Clerk's JWKS meanwhile is not re-checked for tokens already seen,
+    which stay valid at most until their exp. Bounded: the oldest entries go first."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[object, float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str, cfg) -> dict | None:
+        entry = self._entries.get(token)
+        if entry is None or entry[0] is not cfg or time.time() >= entry[1]:
+            return None
+        return dict(entry[2])
+
+    def put(self, token: str, cfg, claims: dict) -> None:
+        with self._lock:
+            while len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[token] = (cfg, float(claims["exp"]) + LEEWAY_S, dict(claims))
+
+
+_verified = _Verified()
+
+
 def verify_session_token(token: str) -> dict:
-    """The verified claims of a Clerk session token (see `authenticate` for what is checked)."""
+    """The verified claims of a Clerk session token (see `authenticate` for what is checked;
+    `_Verified` for the tokens already seen)."""
     if len(token) > _MAX_TOKEN_CHARS:
         raise Unauthorized("Invalid token")
+    cfg = settings()
+    known = _verified.get(token, cfg)
+    if known is not None:
+        return known
+    claims = _verify(token, cfg)
+    _verified.put(token, cfg, claims)
+    return claims
+
+
+def _verify(token: str, cfg) -> dict:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:
         raise Unauthorized("Invalid token") from None
     if header.get("alg") != "RS256":
         raise Unauthorized("Invalid token algorithm")
-    cfg = settings()
     key = _pem_key(cfg.clerk_jwt_key) if cfg.clerk_jwt_key else _jwks_key(header.get("kid"))
     try:
         claims = jwt.decode(token, key, algorithms=["RS256"], leeway=LEEWAY_S,

@@ -15,6 +15,7 @@ so this module depends on nothing but errors, config and observability.
 import ipaddress
 import json
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,9 +33,16 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9:_.\-]{1,128}$")
 
 @dataclass
 class Response:
+    """`after`: work the answer doesn't wait for (e.g. recording a generation's accounting).
+    It runs once the response is written, while the invocation still lasts: see
+    `_freezes_after_answer` for the one runtime where it runs before the response instead.
+    It runs whether or not the client is still there; its failures are reported, never
+    answered."""
+
     status: int = 200
     body: dict | list | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    after: Callable[[], None] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -56,6 +64,18 @@ def error_body(exc: errors.AppError, request_id: str | None) -> dict:
     if request_id and exc.status >= 500:
         error["request_id"] = request_id
     return {"error": error}
+
+
+def _freezes_after_answer(handler: BaseHTTPRequestHandler) -> bool:
+    """True under the Vercel runtime's Lambda-style adapter (vercel_runtime.vc_init's
+    `vc_handler`, used where the platform has no IPC socket, and by `vercel dev`): it hands
+    the response back as soon as it has read it, and the sandbox may be frozen while this
+    handler is still running, so work after the answer could wait for the next invocation or
+    be lost. In IPC mode (Fluid compute) the runtime mixes in its BaseHandler, whose
+    handle_one_request sends its "end" message only after our do_<VERB> returned (it defines
+    `_vc_fire_end_once`, vercel-runtime 0.20.0); our own servers end nothing early."""
+    return "vercel_runtime.vc_init" in sys.modules and \
+        not hasattr(handler, "_vc_fire_end_once")
 
 
 def _first_ip(value: str | None) -> str | None:
@@ -218,13 +238,26 @@ class Endpoint(BaseHTTPRequestHandler):
                 # be frozen, and a line written after that could be lost (or seen late).
                 log("request", route=self.route, method=self.command[:16], status=response.status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 1))
+            if isinstance(response, Response) and _freezes_after_answer(self):
+                self._run_after(response)
             self._send(response, request_id)
         finally:
+            if isinstance(response, Response):
+                self._run_after(response)
             # The response is written: now wait for any report of this request to reach
             # Sentry, before the handler returns and the runtime may freeze the instance.
             observability.flush_deferred(deferred)
             observability.redacted_request_values_reset(redacted)
             observability.request_id.reset(token)
+
+    def _run_after(self, response: Response) -> None:
+        after, response.after = response.after, None  # at most once
+        if after is None:
+            return
+        try:
+            after()
+        except Exception as exc:  # noqa: BLE001 - the answer is out; say it, don't raise it
+            report(exc, route=self.route, part="after_response")
 
     def _respond(self, request_id: str) -> Response | EventStream:
         try:

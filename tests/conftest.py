@@ -20,6 +20,7 @@ from psycopg.rows import dict_row, tuple_row
 from devtools import services, upstash_proxy
 from lib import config, db, migrate
 from devtools.serve import load_handler, serve_runtime_layout
+from tests.support.invocations import Invocations
 from tests.support.openapi import ResponseLog, Spec
 
 pytest_plugins = ["tests.support.crons", "tests.support.generate_stack", "tests.support.stripe_signing",
@@ -154,16 +155,19 @@ def serve(openapi_spec):
     """`serve("api/health.py")` -> base URL of that real handler class over HTTP, served the
     way production serves it: vercel_runtime's IPC-mode `class Handler(BaseHandler, handler)`
     on a ThreadingHTTPServer (devtools.serve.serve_runtime_layout). Every response it sends is
-    checked against openapi.yaml when the test ends."""
+    checked against openapi.yaml when the test ends. `serve.wait_idle()` returns once every
+    served request's invocation is over (tests.support.invocations)."""
     stack = []
     responses = ResponseLog()
+    invocations = Invocations()
 
     def start(entrypoint: str | type) -> str:
         handler = load_handler(entrypoint) if isinstance(entrypoint, str) else entrypoint
-        context = serve_runtime_layout(responses.wrap(handler))
+        context = serve_runtime_layout(invocations.wrap(responses.wrap(handler)))
         stack.append(context)
         return context.__enter__()
 
+    start.wait_idle = invocations.wait_idle
     yield start
     for context in reversed(stack):
         context.__exit__(None, None, None)

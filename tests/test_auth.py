@@ -6,8 +6,8 @@ import pytest
 
 from lib import auth, config, errors
 from tests.support.clerk import SECRET_KEY, FakeClerk
-from tests.support.tokens import (AZP, OTHER_PRIVATE_PEM, PUBLIC_PEM, claims, mint_token,
-                                  unsigned_token)
+from tests.support.tokens import (AZP, OTHER_PRIVATE_PEM, OTHER_PUBLIC_PEM, PUBLIC_PEM, claims,
+                                  mint_token, unsigned_token)
 
 pytestmark = pytest.mark.pure  # tokens and a fake Clerk, no Postgres, no Redis
 
@@ -235,3 +235,44 @@ def test_valid_tokens_are_not_stuck_behind_a_slow_fetch(clerk):
     clerk.hold.set()
     refreshing.join(timeout=10)
     assert clerk.fetches == 2
+
+
+# --- tokens already verified (auth._Verified) ---------------------------------------------
+
+def test_a_token_seen_before_is_answered_from_memory_and_still_expires(pem_key):
+    # Valid only thanks to the 5 s leeway, for one more second or so.
+    token = mint_token("u_seen", exp=int(time.time()) - auth.LEEWAY_S + 2)
+    assert auth.authenticate(token).user_id == "u_seen"
+    assert auth._verified.get(token, config.settings())["sub"] == "u_seen"
+    assert auth.authenticate(token).user_id == "u_seen"  # from memory
+    time.sleep(2.1)
+    assert auth._verified.get(token, config.settings()) is None
+    with pytest.raises(errors.Unauthorized, match="expired"):
+        auth.authenticate(token)
+
+
+def test_a_token_seen_before_is_checked_again_under_a_new_key_or_allowlist(pem_key, monkeypatch):
+    token = mint_token("u_seen")
+    assert auth.authenticate(token).user_id == "u_seen"
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "https://app.example.com")
+    config.reload()
+    with pytest.raises(errors.Unauthorized, match="another origin"):
+        auth.authenticate(token)
+    monkeypatch.setenv("CLERK_AUTHORIZED_PARTIES", "")
+    monkeypatch.setenv("CLERK_JWT_KEY", OTHER_PUBLIC_PEM)
+    config.reload()
+    with pytest.raises(errors.Unauthorized, match="Invalid token"):
+        auth.authenticate(token)
+
+
+def test_a_refused_token_is_not_remembered_and_memory_is_bounded(pem_key):
+    forged = mint_token("u_forged", key=OTHER_PRIVATE_PEM)
+    for _ in range(2):
+        with pytest.raises(errors.Unauthorized):
+            auth.authenticate(forged)
+    assert auth._verified.get(forged, config.settings()) is None
+    memory, cfg = auth._Verified(max_entries=3), config.settings()
+    tokens = [mint_token(f"u_{i}") for i in range(5)]
+    for token in tokens:
+        memory.put(token, cfg, auth.verify_session_token(token))
+    assert [t for t in tokens if memory.get(t, cfg) is not None] == tokens[2:]  # oldest first

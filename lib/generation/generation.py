@@ -10,15 +10,19 @@ The order is cheapest first, and each step runs only if the previous ones passed
 3. `generate`: one Postgres statement provisions the caller and reserves a unit of quota
    (402 when the trial ended, the subscription is inactive or the month's quota is used up);
 4. the providers are called (lib.generation.llm); 5. one statement closes the generations
-   row (`quota.record_success`, or `quota.release` giving the unit back).
+   row: `quota.release` giving the unit back when no provider answered, else
+   `quota.record_success`, which the edge runs after the answer is written
+   (`Generation.record`, lib.http's `Response.after`).
 Redis trouble fails open (reported, request served, the Postgres quota still holds);
 Postgres trouble is a 503 with nothing written. Plain values in and out: no Request here.
 """
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from decimal import Decimal
 from uuid import UUID
 
@@ -142,9 +146,18 @@ class Admission:
     breaker: circuit_breaker.BreakerState
 
 
+def _nothing_left() -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Generation:
-    """One served generation: the reply and its accounting."""
+    """One served generation: the reply and its accounting. `record()` closes its generations
+    row (succeeded, with tokens and cost) when that is still to do: `generate` leaves it to the
+    edge, which calls it once the answer is written (lib.http's `Response.after`), so the
+    caller doesn't wait for that commit. Until it runs the row is `pending`; if it never runs
+    (the function died in between), the reclaim turns the row `abandoned` after
+    RESERVATION_TIMEOUT_S and gives the unit back, as for any unsettled reservation."""
 
     id: UUID
     text: str
@@ -156,6 +169,7 @@ class Generation:
     cost_usd: Decimal
     quota: dict
     provider_request_id: str | None = None
+    record: Callable[[], None] = field(default=_nothing_left, repr=False, compare=False)
 
 
 def _checks(ip: str, user_id: str | None, limit_ip: bool):
@@ -216,10 +230,12 @@ def _released_on_failure(reservation: quota.Reservation, breaker, started: float
 
 def generate(identity: Identity, params: GenerationRequest,
              admission: Admission) -> Generation:
-    """Steps 3-5 for an admitted caller. Every call that reaches the providers leaves exactly
-    one closed generations row. Raises NoProviderConfigured, the quota refusals (402),
-    DatabaseUnavailable, or ProviderUnavailable / ProviderRejected carrying the generation id
-    and the quota after the unit was given back."""
+    """Steps 3-4 for an admitted caller; step 5 for an answer is the returned Generation's
+    `record()`, which the caller runs once, after answering. Every call that reaches the
+    providers leaves exactly one generations row, closed here when no answer came. Raises
+    NoProviderConfigured, the quota refusals (402), DatabaseUnavailable, or
+    ProviderUnavailable / ProviderRejected carrying the generation id and the quota after
+    the unit was given back."""
     llm.require_provider()
     reservation = quota.reserve(identity)
     breaker = admission.breaker
@@ -228,27 +244,35 @@ def generate(identity: Identity, params: GenerationRequest,
         outcome = llm.complete(params.messages, params.system, params.max_tokens,
                                params.temperature,
                                skip_primary_reason="circuit_open" if breaker.open else None)
-    _update_breaker(breaker, outcome)
     reply = outcome.reply
     price = pricing.price_for(reply.model)
     cost = pricing.cost_usd(price, reply.input_tokens, reply.output_tokens)
+    record = {**_common_record(outcome, started), "provider": outcome.provider,
+              "model": reply.model, "input_tokens": reply.input_tokens,
+              "output_tokens": reply.output_tokens, "cost_usd": cost,
+              "price_version": price.version, "provider_request_id": reply.request_id}
+    return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,
+                      outcome.fallback, reply.input_tokens, reply.output_tokens, cost,
+                      reservation.quota(), reply.request_id,
+                      partial(_record_success, reservation, breaker, outcome, record))
+
+
+def _record_success(reservation: quota.Reservation, breaker: circuit_breaker.BreakerState,
+                    outcome: llm.Outcome, record: dict) -> None:
+    """Step 5 for an answered generation (`Generation.record`): the breaker learns the
+    outcome, the row is closed succeeded with its accounting, and the line is logged."""
+    _update_breaker(breaker, outcome)
     try:
-        quota.record_success(reservation, {
-            **_common_record(outcome, started), "provider": outcome.provider, "model": reply.model,
-            "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
-            "cost_usd": cost, "price_version": price.version,
-            "provider_request_id": reply.request_id})
+        quota.record_success(reservation, record)
     except AppError as exc:
         # The text exists; record_success already retried on a fresh connection. Losing the
         # answer the user already waited for would be worse than a gap in the accounting: the
         # row stays pending, and is reclaimed (abandoned) after RESERVATION_TIMEOUT_S.
         report_degraded("record_generation", exc,
                         generation_id=str(reservation.generation_id))
-    log("generation", provider=outcome.provider, model=reply.model, fallback=outcome.fallback,
-        input_tokens=reply.input_tokens, output_tokens=reply.output_tokens, cost_usd=str(cost))
-    return Generation(reservation.generation_id, reply.text, outcome.provider, reply.model,
-                      outcome.fallback, reply.input_tokens, reply.output_tokens, cost,
-                      reservation.quota(), reply.request_id)
+    log("generation", provider=record["provider"], model=record["model"],
+        fallback=outcome.fallback, input_tokens=record["input_tokens"],
+        output_tokens=record["output_tokens"], cost_usd=str(record["cost_usd"]))
 
 
 def _update_breaker(breaker: circuit_breaker.BreakerState, outcome: llm.Outcome) -> None:

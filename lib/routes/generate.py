@@ -4,7 +4,9 @@ steps in their order, and says the result in HTTP.
 Here and only here: the bearer token, the client IP, the JSON body, the Retry-After and
 X-RateLimit-* headers and the 200 body. The token is verified before the Redis checks (so
 the user's limiter rides in their round trip) and the body is read only after them, so an
-IP over its limit is refused before anything else is looked at.
+IP over its limit is refused before anything else is looked at. The 200 leaves before the
+row's accounting is committed and the idempotent replay stored (`Response.after`): the
+caller waits for neither.
 """
 
 import math
@@ -46,8 +48,14 @@ def post(request: Request) -> Response | EventStream:
         idempotency.release(held)
         raise
     payload = response_body(result)
-    idempotency.store(held, payload)
-    return Response(200, payload, headers)
+
+    def after() -> None:  # once the answer is out: the row's accounting, then the replay
+        try:
+            result.record()
+        finally:
+            idempotency.store(held, payload)
+
+    return Response(200, payload, headers, after=after)
 
 
 def response_body(result: generation.Generation) -> dict:

@@ -10,8 +10,13 @@ from tests.support.tokens import PUBLIC_PEM, mint_token
 
 
 class GenerateStack:
-    def __init__(self, url: str, openai: FakeOpenAI, anthropic: FakeAnthropic, monkeypatch):
+    """`post` returns once the request's invocation is over (its row recorded), as the
+    platform sees it; a test posting by other means calls `wait_idle()` before reading rows."""
+
+    def __init__(self, url: str, openai: FakeOpenAI, anthropic: FakeAnthropic, monkeypatch,
+                 wait_idle=lambda: None):
         self.url, self.openai, self.anthropic = url, openai, anthropic
+        self.wait_idle = wait_idle
         self._monkeypatch = monkeypatch
         self.client = httpx.Client(timeout=30)
 
@@ -29,9 +34,12 @@ class GenerateStack:
         sent = {"x-forwarded-for": ip, **({"authorization": f"Bearer {token}"} if token else {}),
                 **(headers or {})}
         if content is not None:
-            return self.client.post(self.url, content=content, headers=sent)
-        return self.client.post(self.url, json={"prompt": "Say hi"} if body is None else body,
-                                headers=sent)
+            response = self.client.post(self.url, content=content, headers=sent)
+        else:
+            response = self.client.post(self.url, json={"prompt": "Say hi"} if body is None
+                                        else body, headers=sent)
+        self.wait_idle()
+        return response
 
 
 def stack_env(openai: FakeOpenAI, anthropic: FakeAnthropic) -> dict[str, str]:
@@ -53,7 +61,8 @@ def stack(serve, monkeypatch):
     for key, value in stack_env(openai, anthropic).items():
         monkeypatch.setenv(key, value)
     config.reload()
-    built = GenerateStack(serve("api/generate.py") + "/api/generate", openai, anthropic, monkeypatch)
+    built = GenerateStack(serve("api/generate.py") + "/api/generate", openai, anthropic, monkeypatch,
+                          serve.wait_idle)
     yield built
     built.client.close()
     openai.close()
