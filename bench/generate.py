@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import psycopg.sql
+from psycopg.types.json import Jsonb
 from psycopg.conninfo import conninfo_to_dict
 
 from devtools import dev_keys, services, upstash_proxy
@@ -263,6 +264,47 @@ def _commit_ms(url: str) -> float:
             conn.execute("DROP TABLE commit_probe")
 
 
+def _step_times(token: str, bare, count: int) -> list[list[str]]:
+    """The route's steps one by one (the same lib calls lib.routes.generate makes), each
+    timed alone, in process: where the added milliseconds go."""
+    from lib import auth
+    from lib.generation import generation, llm, quota
+
+    cfg = config.settings()
+    identity = auth.authenticate(token)
+    params = generation.parse_generation_request({"prompt": "hi", "max_tokens": 16})
+    samples: dict[str, list[float]] = {}
+
+    def timed(name: str, call):
+        started = time.perf_counter()
+        value = call()
+        samples.setdefault(name, []).append((time.perf_counter() - started) * 1000)
+        return value
+
+    for _ in range(count):
+        timed("token check, first sight (RS256)", lambda: auth._verify(token, cfg))
+        timed("token check, seen before", lambda: auth.authenticate(token))
+        timed("Redis: blocked IP, user limit, breaker (1 round trip)",
+              lambda: generation.admit("198.51.100.8", identity))
+        timed("body checks", lambda: generation.parse_generation_request(
+            {"prompt": "hi", "max_tokens": 16}))
+        reservation = timed("Postgres: provision + reserve (1 statement, commit)",
+                            lambda: quota.reserve(identity))
+        timed("bare SDK call (for scale)", bare)
+        outcome = timed("provider call through lib.generation.llm",
+                        lambda: llm.complete(params.messages, None, 16, None))
+        record = {"latency_ms": 1, "fallback": False, "fallback_reason": None,
+                  "primary_outcome": "succeeded", "attempts": Jsonb([]), "provider": "openai",
+                  "model": outcome.reply.model, "input_tokens": 20, "output_tokens": 5,
+                  "cost_usd": 0, "price_version": "bench", "provider_request_id": None}
+        timed("Postgres: record the row (after the answer)",
+              lambda: quota.record_success(reservation, record))
+    path = {"token check, first sight (RS256)": "once per token",
+            "bare SDK call (for scale)": "-", "Postgres: record the row (after the answer)": "no"}
+    return [[name, f"{statistics.median(values):.2f}", path.get(name, "yes")]
+            for name, values in samples.items()]
+
+
 def _synchronous_commit(url: str, on: bool) -> None:
     """Set (or reset) synchronous_commit for the bench role's new connections to `url`."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -393,6 +435,8 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
             route()
         redis_rt = (CountingUpstash.requests - redis_before) / probe
         pg_rt = (counter.turns - pg_before) / probe
+        _use_database(direct_url)
+        steps = _step_times(token, bare, count)
 
         # The timed passes: the route in its own function process (as deployed: the client's
         # and the function's Python don't share a GIL), without the counting relay.
@@ -470,6 +514,10 @@ def _run(fake: FakeOpenAI, counter: RoundTripCounter, relay_url: str, direct_url
           f"min {min(gaps):.0f} / median {statistics.median(gaps):.0f} / max {max(gaps):.0f} ms")
     print(f"\none durable INSERT commit on this Postgres: {_commit_ms(direct_url):.2f} ms "
           "(the route makes two: reserve, record)\n")
+    print("\nwhere a warm request's time goes: each step called alone, in process, "
+          f"{count} times (p50 ms)\n")
+    _table(["step", "p50 ms", "on the answer's path"], steps)
+    print()
     _table(["round trips per warm request", "measured", "target"],
            [["Redis (Upstash REST requests)", f"{redis_rt:.2f}", "<= 3"],
             ["Postgres (request/response exchanges)", f"{pg_rt:.2f}", "<= 3"]])

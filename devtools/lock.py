@@ -5,7 +5,7 @@ transitive dependency pinned (`make lock`).
     python -m devtools.lock --check   # exit 1 when requirements.txt is not what it compiles to
 
 `uv pip compile --universal` (the Vercel CLI runs a universal `uv lock` over the file, so
-platform-only dependencies get pins too), offline from uv's cache, and constrained to the
+platform-only dependencies get pins too), offline from uv's cache when it can (else from the index), and constrained to the
 versions installed in .venv: what the tests ran against is what deploys. No index URL is
 written into the file.
 """
@@ -31,6 +31,17 @@ def installed() -> list[str]:
 
 
 def compile_requirements(offline: bool = True) -> str:
+    """Offline first (uv's cache); on a machine whose cache lacks a package's metadata (a fresh
+    one), once more with the package index."""
+    try:
+        return _compile(offline)
+    except RuntimeError as exc:
+        if not offline or "network was disabled" not in str(exc):
+            raise
+        return _compile(False)
+
+
+def _compile(offline: bool) -> str:
     uv = Path(sys.executable).with_name("uv")
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as constraints:
         constraints.write("\n".join(installed()) + "\n")
