@@ -169,6 +169,7 @@ def serve(openapi_spec):
 
     start.wait_idle = invocations.wait_idle
     yield start
+    invocations.wait_idle()  # no after-answer work may land in the next test's database
     for context in reversed(stack):
         context.__exit__(None, None, None)
     problems = responses.check(openapi_spec)
