@@ -70,7 +70,8 @@ def organizations() -> list[tuple[uuid.UUID, str]]:
     return [(uuid.UUID(int=0x9E26E * 1000 + i), f"org_purge_{i}") for i in range(ORGS)]
 
 
-def seed(url: str, retention_days: dict[str, int]) -> dict:
+def seed(url: str, retention_days: dict[str, int], expired_per_plan: int = EXPIRED_PER_PLAN,
+         kept_per_plan: int = KEPT_PER_PLAN) -> dict:
     """Write the history; returns what is expected of it: {org id: (rows, rows to keep)}."""
     now = datetime.now(timezone.utc)
     expected = {}
@@ -81,12 +82,12 @@ def seed(url: str, retention_days: dict[str, int]) -> dict:
             for plan in PLANS:
                 keep = retention_days[plan]
                 conn.execute(_SEED, {"org": org_id, "plan": plan, "now": now,
-                                     "days_from": keep + 1, "n": EXPIRED_PER_PLAN})
+                                     "days_from": keep + 1, "n": expired_per_plan})
                 conn.execute(_SEED, {"org": org_id, "plan": plan, "now": now,
-                                     "days_from": max(1, keep - 21), "n": KEPT_PER_PLAN})
+                                     "days_from": max(1, keep - 21), "n": kept_per_plan})
             conn.execute(_EARLIER_ROLLUP, {"org": org_id, "now": now})
-            expected[org_id] = (len(PLANS) * (EXPIRED_PER_PLAN + KEPT_PER_PLAN),
-                                len(PLANS) * KEPT_PER_PLAN)
+            expected[org_id] = (len(PLANS) * (expired_per_plan + kept_per_plan),
+                                len(PLANS) * kept_per_plan)
     return expected
 
 

@@ -2,13 +2,13 @@
 delivered concurrently with duplicates and out of order while the faults run, re-delivered
 like Stripe does until each got a 2xx, then checked for exactly-once and against a replay.
 
-The scenario: each billed organization has two subscriptions on one customer. The first is
-created through our checkout, so its session and its subscription objects carry
-`metadata.organization_id`; the second was started elsewhere (no metadata), so only the
-customer's link ties it to the organization. Each subscription lives through ten events
+The scenario: each billed organization has two subscriptions (more in a longer run) on one
+customer. The first (every other one) is created through our checkout, so its session and
+its subscription objects carry `metadata.organization_id`; the second was started elsewhere
+(no metadata), so only the customer's link ties it to the organization. Each subscription lives through ten events
 (checkout, created `incomplete`, active, invoice paid, invoice failed, past_due, paid again,
-a price change, ..., and one of several endings), a second or three apart, and the second
-subscription starts while the first still runs, so many events share a second. A few
+a price change, ..., and one of several endings), a second or three apart, and each
+subscription starts while the previous one still runs, so many events share a second. A few
 events of a type the ledger ignores are mixed in.
 
 Delivery: every event once, a quarter of them again (some right after the original, so two
@@ -94,18 +94,19 @@ def create_organizations(url: str, orgs: list[tuple[uuid.UUID, str]], trial_ends
                          "VALUES (%s, %s, 'TRIAL', %s)", (org_id, external_id, trial_ends_at))
 
 
-def scenario(seed: int, billed: list[str], base: int) -> list[Event]:
-    """Every event for the `billed` organizations (external ids), in Stripe's order."""
+def scenario(seed: int, billed: list[str], base: int, subscriptions: int = 2) -> list[Event]:
+    """Every event for the `billed` organizations (external ids), in Stripe's order, with
+    `subscriptions` per organization (every other one through our checkout)."""
     rng = random.Random(seed)
     items: list[tuple[int, int, int, dict, set[str]]] = []
     for o, org in enumerate(billed):
         customer = f"cus_chaos_{o}"
-        for s in range(2):
+        for s in range(subscriptions):
             start = base + o * 3 + s * rng.randint(5, 20)
             price = rng.choice([PRICE_TEAM, PRICE_AGENCY])
             for i, (event, allowed) in enumerate(_history(rng, org, customer, f"sub_chaos_{o}_{s}",
-                                                          start, price, metadata=s == 0)):
-                items.append((event["created"], o * 2 + s, i, event, allowed))
+                                                          start, price, metadata=s % 2 == 0)):
+                items.append((event["created"], o * subscriptions + s, i, event, allowed))
         for i in range(2):
             event = sample_event(IGNORED_TYPE, created=base + rng.randint(0, 60))
             items.append((event["created"], 10_000 + o, i, event, {"ignored"}))
@@ -231,12 +232,13 @@ class Sender:
                 if not self.deliveries.record(event, status, answer):
                     self._retry_later(started, event)
 
-    def drain(self, record_status) -> float:
-        """Re-deliver every event without a 2xx yet, until each has one or DRAIN_S passed.
-        Returns the drain's seconds."""
+    def drain(self, record_status, deadline_s: float = DRAIN_S) -> float:
+        """Re-deliver every event without a 2xx yet, until each has one or `deadline_s`
+        passed (what is left unacknowledged then fails the run's drain invariant). Returns
+        the drain's seconds."""
         started = time.perf_counter()
         with httpx.Client(timeout=30) as client:
-            while time.perf_counter() - started < DRAIN_S:
+            while time.perf_counter() - started < deadline_s:
                 missing = [e for e in self.deliveries.events if e.id not in self.deliveries.acknowledged]
                 if not missing:
                     break

@@ -1,5 +1,5 @@
-"""Chaos run (issue 11 §7, short version): mixed concurrent traffic against the real handlers
-while faults are injected on loopback, then the invariants that must survive them.
+"""Chaos run (issue 11 §7): mixed concurrent traffic against the real handlers while faults
+are injected on loopback, then the invariants that must survive them.
 
     python -m bench chaos                 # ~30 s of traffic
     python -m bench chaos --seconds=300   # a longer run
@@ -10,7 +10,9 @@ Traffic: POST /api/generate from many orgs, served through the Vercel runtime's 
 events to POST /api/webhooks/stripe for eight of those orgs, with duplicates, out of order and
 concurrently, re-delivered until they get a 2xx (bench._chaos_webhooks); both crons at once
 (purge, weekly-reminders) and GET /api/admin/monitoring. The webhook, cron and monitoring
-routes are served in process on a ThreadingHTTPServer with the real handler classes.
+routes are served in process the way the runtime serves a function (devtools.serve.
+serve_runtime_layout: vercel_runtime's IPC-mode Handler around the real handler class, on a
+ThreadingHTTPServer).
 Faults: pg_terminate_backend on every app connection each second; the Upstash proxy stopped
 and restarted; an OpenAI that flaps between 500s, timeouts and slow answers (Anthropic, the
 fallback, is slow at times); generate function processes SIGKILLed mid-request and restarted.
@@ -53,7 +55,7 @@ from bench import _chaos_purge as purge_history, _chaos_webhooks as webhooks
 from bench.generate import _percentile, _table, _url
 from devtools import dev_keys, services, upstash_proxy
 from devtools.fake_llm import FakeAnthropic, FakeOpenAI
-from devtools.serve import serve_in_process, wait_for_port
+from devtools.serve import serve_runtime_layout, wait_for_port
 from lib import config, db, migrate
 from lib.billing import ledger
 
@@ -223,12 +225,14 @@ class Run:
         threads += [threading.Thread(target=f) for f in (
             self.crons, self.monitoring, self.kill_backends, self.restart_redis,
             self.flap_provider, self.kill_functions)]
-        for t in threads:
-            t.start()
-        time.sleep(self.seconds)
-        self.stop.set()
-        for t in threads:
-            t.join(60)
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(self.seconds)
+        finally:  # also on Ctrl-C: every thread loops until `stop`
+            self.stop.set()
+            for t in threads:
+                t.join(60)
         self.openai.status, self.openai.delay_s, self.anthropic.delay_s = 200, 0.0, 0.0
         return time.perf_counter() - started
 
@@ -377,14 +381,16 @@ def main(argv: list[str] | None = None) -> None:
             webhooks.create_organizations(url, orgs, trial_ends_at)
         expected = purge_history.seed(app_url, retention)
         history_before = purge_history.snapshot(app_url)
+        # As many webhook deliveries per second in a long run as in the short one.
         events = webhooks.scenario(11, [external_id for _, external_id in orgs[:BILLED]],
-                                   int(time.time()) - 100_000)
+                                   int(time.time()) - 100_000,
+                                   subscriptions=max(2, round(args.seconds / 15)))
         instances = [_Instance(env) for _ in range(3)]
-        with serve_in_process("api/cron/purge.py") as purge_url, \
-                serve_in_process("api/admin/monitoring.py") as monitoring_url, \
-                serve_in_process("api/webhooks/stripe.py") as webhook_url:
+        with serve_runtime_layout("api/cron/purge.py") as purge_url, \
+                serve_runtime_layout("api/admin/monitoring.py") as monitoring_url, \
+                serve_runtime_layout("api/webhooks/stripe.py") as webhook_url:
             # Both crons on one in-process server each; purge and reminders share the edge.
-            with serve_in_process("api/cron/weekly-reminders.py") as reminders_url:
+            with serve_runtime_layout("api/cron/weekly-reminders.py") as reminders_url:
                 cron_url = _Router(purge_url, reminders_url)
                 run = Run(args.seconds, app_url, instances, upstash, openai, anthropic,
                           cron_url.url, monitoring_url,
