@@ -1,22 +1,31 @@
-"""Chaos run (issue 11 §7, short version): mixed concurrent traffic against the real handlers
-while faults are injected on loopback, then the invariants that must survive them.
+"""Chaos run (issue 11 §7): mixed concurrent traffic against the real handlers while faults
+are injected on loopback, then the invariants that must survive them.
 
     python -m bench chaos                 # ~30 s of traffic
     python -m bench chaos --seconds=300   # a longer run
     python -m bench chaos --db-tag=NAME   # the scratch database's name carries NAME
 
 Traffic: POST /api/generate from many orgs, served through the Vercel runtime's own adapter
-(devtools.vc_serve: vercel_runtime.vc_init, one function process per instance), both crons at
-once (purge, weekly-reminders) and GET /api/admin/monitoring, served in process on a
-ThreadingHTTPServer with the real handler classes.
+(devtools.vc_serve: vercel_runtime.vc_init, one function process per instance); signed Stripe
+events to POST /api/webhooks/stripe for eight of those orgs, with duplicates, out of order and
+concurrently, re-delivered until they get a 2xx (bench._chaos_webhooks); both crons at once
+(purge, weekly-reminders) and GET /api/admin/monitoring. The webhook, cron and monitoring
+routes are served in process the way the runtime serves a function (devtools.serve.
+serve_runtime_layout: vercel_runtime's IPC-mode Handler around the real handler class, on a
+ThreadingHTTPServer).
 Faults: pg_terminate_backend on every app connection each second; the Upstash proxy stopped
 and restarted; an OpenAI that flaps between 500s, timeouts and slow answers (Anthropic, the
 fallback, is slow at times); generate function processes SIGKILLed mid-request and restarted.
 Checks afterwards: the quota invariant per org and month (used == succeeded + pending younger
 than RESERVATION_TIMEOUT_S), no pending row older than the timeout once the purge swept, no
-status outside the designed set (no 500), cron runs never `running` or double-succeeded.
-Not in the short version yet: Stripe webhooks (duplicates, out of order) and the purge
-conservation check. Exit status 1 when an invariant fails.
+status outside the designed set (no 500), cron runs never `running` or double-succeeded;
+every webhook event recorded exactly once with an outcome its kind allows and never applied
+twice, once a drain after the faults re-delivered what had no 2xx; the billing state (plan,
+status, trial end, subscription snapshots, customer links) equal, column by column, to a
+replay of the same events in `created` order into a fresh database; and the purge's
+conservation over a seeded history (bench._chaos_purge): deleted + kept = before per org, the
+rollup grew by exactly the deleted rows' counts and sums. Exit status 1 when an invariant
+fails.
 
 Postgres: TEST_DATABASE_URL / DATABASE_URL (a scratch database is created and dropped), else
 the embedded one. Redis: REDIS_URL, else the bundled redis-server.
@@ -35,17 +44,20 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
 
 import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from bench import _chaos_purge as purge_history, _chaos_webhooks as webhooks
 from bench.generate import _percentile, _table, _url
 from devtools import dev_keys, services, upstash_proxy
 from devtools.fake_llm import FakeAnthropic, FakeOpenAI
-from devtools.serve import serve_in_process, wait_for_port
+from devtools.serve import serve_runtime_layout, wait_for_port
 from lib import config, db, migrate
+from lib.billing import ledger
 
 TOKEN = "chaos-upstash-token"
 SECRET = "chaos-cron-secret-0123456789"
@@ -53,6 +65,11 @@ TIMEOUT_S = 8  # RESERVATION_TIMEOUT_S for the run: above the longest request (2
 GENERATE_OK = {200, 402, 429, 502, 503}
 CRON_OK = {200, 503}
 MONITORING_OK = {200, 503}
+# 500 webhook_not_applied (Postgres failed; the event stays unrecorded for the retry) and 503
+# database_busy are the designed failures; a bare 500 or a dropped connection is not.
+WEBHOOK_OK = {200, "500 webhook_not_applied", "503 database_busy"}
+BILLED = 8  # of the 12 generate orgs, the ones Stripe events are sent for
+TRIAL_DAYS_LEFT = 14
 
 
 class _Upstash:
@@ -100,14 +117,16 @@ class _Instance:
 
 class Run:
     def __init__(self, seconds: float, app_url: str, instances: list[_Instance], upstash: _Upstash,
-                 openai: FakeOpenAI, anthropic: FakeAnthropic, cron_url: str, monitoring_url: str):
+                 openai: FakeOpenAI, anthropic: FakeAnthropic, cron_url: str, monitoring_url: str,
+                 sender: webhooks.Sender):
         self.seconds, self.app_url, self.instances, self.upstash = seconds, app_url, instances, upstash
         self.openai, self.anthropic = openai, anthropic
-        self.cron_url, self.monitoring_url = cron_url, monitoring_url
+        self.cron_url, self.monitoring_url, self.sender = cron_url, monitoring_url, sender
         self.stop = threading.Event()
-        self.statuses: dict[str, Counter] = {"generate": Counter(), "cron": Counter(),
-                                             "monitoring": Counter()}
+        self.statuses: dict[str, Counter] = {"generate": Counter(), "webhook": Counter(),
+                                             "cron": Counter(), "monitoring": Counter()}
         self.faults: Counter = Counter()
+        self.figures: dict[str, object] = {}  # what the checks add to the figures table
         self.latency_ms: list[float] = []
         self.lock = threading.Lock()
 
@@ -201,23 +220,45 @@ class Run:
     def run(self) -> float:
         started = time.perf_counter()
         threads = [threading.Thread(target=self.generate, args=(w,)) for w in range(6)]
+        threads += [threading.Thread(target=self.sender.worker, args=(started, self.stop, self._record))
+                    for _ in range(webhooks.WORKERS)]
         threads += [threading.Thread(target=f) for f in (
             self.crons, self.monitoring, self.kill_backends, self.restart_redis,
             self.flap_provider, self.kill_functions)]
-        for t in threads:
-            t.start()
-        time.sleep(self.seconds)
-        self.stop.set()
-        for t in threads:
-            t.join(60)
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(self.seconds)
+        finally:  # also on Ctrl-C: every thread loops until `stop`
+            self.stop.set()
+            for t in threads:
+                t.join(60)
         self.openai.status, self.openai.delay_s, self.anthropic.delay_s = 200, 0.0, 0.0
         return time.perf_counter() - started
 
 
+def _final_purge(cron_url: str) -> dict:
+    """Purge runs until one completes (the sweep of abandoned reservations comes with each);
+    the last run's answer, with `reclaimed` summed over the runs. Bounded: 20 runs."""
+    answer: dict = {}
+    reclaimed = 0
+    for _ in range(20):
+        response = httpx.get(cron_url + "/api/cron/purge", timeout=60,
+                             headers={"authorization": f"Bearer {SECRET}"})
+        answer = response.json() if response.status_code == 200 else {}
+        reclaimed += answer.get("reclaimed") or 0
+        if answer.get("complete") is True:
+            break
+        time.sleep(0.5)
+    return {**answer, "reclaimed": reclaimed}
+
+
 def _checks(url: str, run: Run, cron_url: str) -> list[tuple[str, str, bool]]:
     time.sleep(TIMEOUT_S + 1)  # every reservation still pending is now past the timeout
-    swept = httpx.get(cron_url + "/api/cron/purge", headers={"authorization": f"Bearer {SECRET}"},
-                      timeout=60).json()
+    swept = _final_purge(cron_url)
+    # The purge history's orgs hold synthetic old rows written without reservations: not
+    # part of the quota or generate accounting (bench._chaos_purge checks them).
+    skip = [org_id for org_id, _ in purge_history.organizations()]
     with psycopg.connect(url, autocommit=True) as conn:
         violations = conn.execute("""
             WITH per AS (
@@ -226,30 +267,29 @@ def _checks(url: str, run: Run, cron_url: str) -> list[tuple[str, str, bool]]:
                        count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
                        count(*) FILTER (WHERE status = 'pending' AND created_at >=
                                         now() - make_interval(secs => %s)) AS young
-                FROM generations GROUP BY 1, 2)
+                FROM generations WHERE organization_id <> ALL(%s) GROUP BY 1, 2)
             SELECT count(*) FROM generation_usage u FULL JOIN per USING (organization_id, month)
             WHERE coalesce(u.used, 0) <> coalesce(per.succeeded, 0) + coalesce(per.young, 0)""",
-            (TIMEOUT_S,)).fetchone()[0]
+            (TIMEOUT_S, skip)).fetchone()[0]
         orgs = conn.execute("SELECT count(*) FROM generation_usage").fetchone()[0]
         stale = conn.execute("SELECT count(*) FROM generations WHERE status = 'pending' AND "
                              "created_at < now() - make_interval(secs => %s)",
                              (TIMEOUT_S,)).fetchone()[0]
-        rows: dict = dict(conn.execute("SELECT status, count(*) FROM generations GROUP BY 1").fetchall())
+        rows: dict = dict(conn.execute("SELECT status, count(*) FROM generations "
+                                       "WHERE organization_id <> ALL(%s) GROUP BY 1", (skip,)).fetchall())
         running = conn.execute("SELECT count(*) FROM cron_runs WHERE status = 'running'").fetchone()[0]
         runs: dict = dict(conn.execute("SELECT status, count(*) FROM cron_runs GROUP BY 1").fetchall())
         overlapping = conn.execute("""
             SELECT count(*) FROM cron_runs a JOIN cron_runs b ON a.job = b.job AND a.id < b.id
             WHERE a.status = 'succeeded' AND b.status = 'succeeded'
               AND b.started_at < a.finished_at AND a.started_at < b.finished_at""").fetchone()[0]
-    unexpected = {kind: {s: n for s, n in counts.items()
-                         if isinstance(s, int) and s not in allowed}
-                  for kind, counts, allowed in (
-                      ("generate", run.statuses["generate"], GENERATE_OK),
-                      ("cron", run.statuses["cron"], CRON_OK),
-                      ("monitoring", run.statuses["monitoring"], MONITORING_OK))}
+    unexpected = {kind: {s: n for s, n in run.statuses[kind].items()
+                         if (isinstance(s, int) or kind == "webhook") and s not in allowed}
+                  for kind, allowed in (("generate", GENERATE_OK), ("webhook", WEBHOOK_OK),
+                                        ("cron", CRON_OK), ("monitoring", MONITORING_OK))}
     return [
         ("quota invariant (org-months violating)", f"{violations} of {orgs}", violations == 0),
-        ("pending rows older than the timeout", f"{stale} (sweep reclaimed {swept.get('reclaimed')})",
+        ("pending rows older than the timeout", f"{stale} (sweep reclaimed {swept['reclaimed']})",
          stale == 0),
         ("generation rows by status", ", ".join(f"{k} {v}" for k, v in sorted(rows.items())), True),
         # A 200 whose settle failed on both tries (the backend killed twice within one request):
@@ -264,6 +304,40 @@ def _checks(url: str, run: Run, cron_url: str) -> list[tuple[str, str, bool]]:
     ]
 
 
+def _scratch(server_url: str, name: str) -> str:
+    """A fresh, migrated database `name` on the server; its URL."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = conninfo_to_dict(server_url)
+    info["dbname"] = name
+    url = _url(info)
+    migrate.apply(url)
+    return url
+
+
+def _billing_checks(app_url: str, replay_url: str, run: Run) -> list[tuple[str, str, bool]]:
+    """Exactly once, then the replay: every event again, in order, into the fresh database.
+    Runs after the in-process routes stopped (the replay points this process's lib.db at
+    `replay_url` while it runs)."""
+    deliveries = run.sender.deliveries
+    observed, once, outcomes = webhooks.exactly_once(app_url, deliveries)
+    run.figures.update({f"webhook events recorded {k}": v for k, v in sorted(outcomes.items())})
+    webhooks.replay(replay_url, deliveries.events)
+    billed = [external_id for _, external_id in webhooks.organizations(BILLED)]
+    differences = webhooks.compare_with_replay(app_url, replay_url, billed)
+    conflicts = outcomes.get(ledger.CONFLICT, 0)
+    return [
+        ("webhook events applied exactly once", observed, once),
+        ("webhook events never acknowledged (drain)",
+         f"{len(deliveries.events) - len(deliveries.acknowledged)} of {len(deliveries.events)}",
+         len(deliveries.acknowledged) == len(deliveries.events)),
+        ("billing conflicts recorded", str(conflicts), conflicts == 0),
+        (f"billing state equals an in-order replay ({BILLED} orgs)",
+         "equal" if not differences else f"{len(differences)} differ: {'; '.join(differences[:4])}",
+         not differences),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench chaos")
     parser.add_argument("names", nargs="*")
@@ -274,16 +348,13 @@ def main(argv: list[str] | None = None) -> None:
     server_url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or \
         services.embedded_postgres(services.DATA / "pg-test")
     name = f"ascendos_chaos_{args.db_tag}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    info = conninfo_to_dict(server_url)
-    info["dbname"] = name
-    app_url = _url(info)
+    names = [name, name + "_replay"]
     redis_process, instances = None, []
     openai, anthropic = FakeOpenAI(text="ok"), FakeAnthropic(text="ok")
     upstash = None
+    failed: list = []
     try:
-        migrate.apply(app_url)
+        app_url, replay_url = _scratch(server_url, names[0]), _scratch(server_url, names[1])
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
             redis_url, redis_process = services.embedded_redis()
@@ -298,22 +369,42 @@ def main(argv: list[str] | None = None) -> None:
             "QUOTA_TRIAL": "40", "RATE_LIMIT_IP": "1000000/60s", "RATE_LIMIT_USER": "1000000/60s",
             "AUTO_BLOCK_THRESHOLD": "1000000", "REDIS_TIMEOUT_S": "0.5", "CRON_SECRET": SECRET,
             "RESERVATION_TIMEOUT_S": str(TIMEOUT_S), "CRON_TIME_BUDGET_S": "5", "SMTP_URL": "",
-            "EMAIL_FROM": ""}
+            "EMAIL_FROM": "", "PURGE_BATCH_SIZE": str(purge_history.BATCH_SIZE), **webhooks.ENV}
         os.environ.update(env)
         config.reload()
+        retention = {plan: config.settings().retention_days[plan] for plan in config.PLANS}
+        # The generate orgs exist before the first event names them (as after a first
+        # generate), the same rows in both databases; the purge history has orgs of its own.
+        orgs = webhooks.organizations(12)
+        trial_ends_at = datetime.now(timezone.utc) + timedelta(days=TRIAL_DAYS_LEFT)
+        for url in (app_url, replay_url):
+            webhooks.create_organizations(url, orgs, trial_ends_at)
+        expected = purge_history.seed(app_url, retention)
+        history_before = purge_history.snapshot(app_url)
+        # As many webhook deliveries per second in a long run as in the short one.
+        events = webhooks.scenario(11, [external_id for _, external_id in orgs[:BILLED]],
+                                   int(time.time()) - 100_000,
+                                   subscriptions=max(2, round(args.seconds / 15)))
         instances = [_Instance(env) for _ in range(3)]
-        with serve_in_process("api/cron/purge.py") as purge_url, \
-                serve_in_process("api/admin/monitoring.py") as monitoring_url:
+        with serve_runtime_layout("api/cron/purge.py") as purge_url, \
+                serve_runtime_layout("api/admin/monitoring.py") as monitoring_url, \
+                serve_runtime_layout("api/webhooks/stripe.py") as webhook_url:
             # Both crons on one in-process server each; purge and reminders share the edge.
-            with serve_in_process("api/cron/weekly-reminders.py") as reminders_url:
+            with serve_runtime_layout("api/cron/weekly-reminders.py") as reminders_url:
                 cron_url = _Router(purge_url, reminders_url)
                 run = Run(args.seconds, app_url, instances, upstash, openai, anthropic,
-                          cron_url.url, monitoring_url)
+                          cron_url.url, monitoring_url,
+                          webhooks.Sender(webhook_url, events, args.seconds, seed=12))
                 # the in-process routes' logs, and the servers' tracebacks of killed clients
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     elapsed = run.run()
+                    run.figures["webhook drain (s)"] = round(run.sender.drain(run._record), 1)
                     checks = _checks(app_url, run, cron_url.url)
+                    checks += purge_history.check(app_url, history_before, expected, retention)
+                    _purge_figures(app_url, run, expected)
                 cron_url.close()
+        with contextlib.redirect_stdout(io.StringIO()):
+            checks += _billing_checks(app_url, replay_url, run)
         _report(run, elapsed, checks)
         failed = [c for c in checks if not c[2]]
     finally:
@@ -327,10 +418,22 @@ def main(argv: list[str] | None = None) -> None:
         if redis_process:
             redis_process.kill()
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for dbname in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     if failed:
         print(f"\nFAILED: {', '.join(c[0] for c in failed)}")
         sys.exit(1)
+
+
+def _purge_figures(url: str, run: Run, expected: dict) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        runs: dict = dict(conn.execute("SELECT status, count(*) FROM cron_runs WHERE job = 'purge' "
+                                 "GROUP BY 1").fetchall())
+        batches = conn.execute("SELECT coalesce(sum((counts->>'batches')::int), 0) FROM cron_runs "
+                               "WHERE job = 'purge' AND counts ? 'batches'").fetchone()[0]
+    run.figures["purge history rows seeded"] = sum(seeded for seeded, _ in expected.values())
+    run.figures["purge batches (completed runs)"] = batches
+    run.figures["purge runs"] = ", ".join(f"{k} {v}" for k, v in sorted(runs.items()))
 
 
 class _Router:
@@ -377,5 +480,10 @@ def _report(run: Run, elapsed: float, checks: list[tuple[str, str, bool]]) -> No
             for status, n in sorted(counts.items(), key=lambda kv: str(kv[0]))])
     print()
     _table(["fault injected", "count"], [[k, v] for k, v in sorted(run.faults.items())])
+    print()
+    webhook = run.sender.deliveries
+    figures = {"webhook events (distinct)": len(webhook.events),
+               **{f"webhook {k}": v for k, v in sorted(webhook.figures.items())}, **run.figures}
+    _table(["figure", "value"], [[k, v] for k, v in sorted(figures.items())])
     print()
     _table(["invariant", "observed", "ok"], [[n, o, "yes" if ok else "NO"] for n, o, ok in checks])
