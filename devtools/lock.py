@@ -5,8 +5,8 @@ transitive dependency pinned (`make lock`).
     python -m devtools.lock --check   # exit 1 when requirements.txt is not what it compiles to
 
 `uv pip compile --universal` (the Vercel CLI runs a universal `uv lock` over the file, so
-platform-only dependencies get pins too), offline from uv's cache when it can (else from the index), and constrained to the
-versions installed in .venv: what the tests ran against is what deploys. No index URL is
+platform-only dependencies get pins too), offline from uv's cache when it can (else from the
+index), and constrained to the versions installed in .venv: what the tests ran against is what deploys. No index URL is
 written into the file.
 """
 
