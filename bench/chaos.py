@@ -5,8 +5,8 @@ are injected on loopback, then the invariants that must survive them.
     python -m bench chaos --seconds=300   # a longer run
     python -m bench chaos --db-tag=NAME   # the scratch database's name carries NAME
 
-Traffic: POST /api/generate from many orgs, served through the Vercel runtime's own adapter
-(devtools.vc_serve: vercel_runtime.vc_init, one function process per instance); signed Stripe
+Traffic: POST /api/generate from many orgs, in function processes served as deployed ones are
+(`python -m devtools.serve`: the runtime's IPC-mode class layout); signed Stripe
 events to POST /api/webhooks/stripe for eight of those orgs, with duplicates, out of order and
 concurrently, re-delivered until they get a 2xx (bench._chaos_webhooks); both crons at once
 (purge, weekly-reminders) and GET /api/admin/monitoring. The webhook, cron and monitoring
@@ -95,7 +95,9 @@ class _Upstash:
 
 
 class _Instance:
-    """One generate function process (devtools.vc_serve), killable mid-request."""
+    """One generate function process, served as a deployed function is (`python -m
+    devtools.serve`: the runtime's IPC-mode class layout on a ThreadingHTTPServer), killable
+    mid-request, also between its answer and the row's after-answer commit."""
 
     def __init__(self, env: dict[str, str]):
         self.env = env
@@ -104,7 +106,7 @@ class _Instance:
     def start(self) -> None:
         self.port = services.free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.vc_serve", "api/generate.py", "--port", str(self.port)],
+            [sys.executable, "-m", "devtools.serve", "api/generate.py", "--port", str(self.port)],
             cwd=services.ROOT, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_for_port(self.port, process=self.process)
@@ -292,8 +294,10 @@ def _checks(url: str, run: Run, cron_url: str) -> list[tuple[str, str, bool]]:
         ("pending rows older than the timeout", f"{stale} (sweep reclaimed {swept['reclaimed']})",
          stale == 0),
         ("generation rows by status", ", ".join(f"{k} {v}" for k, v in sorted(rows.items())), True),
-        # A 200 whose settle failed on both tries (the backend killed twice within one request):
-        # the answer is kept, the row was reclaimed as abandoned (see lib.generation.generation).
+        # A 200 whose row was never closed succeeded: its settle failed on both tries (the
+        # backend killed twice within one request), or its process was killed between the
+        # answer and the after-answer commit (lib.http Response.after). The answer is kept; the
+        # row is reclaimed as abandoned, and the quota invariant above counts it so.
         ("200s without a succeeded row", f"{max(0, run.statuses['generate'][200] - rows.get('succeeded', 0))}"
          f" of {run.statuses['generate'][200]}", True),
         ("statuses outside the designed set", str({k: v for k, v in unexpected.items() if v} or "none"),

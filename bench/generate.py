@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devtools import dev_keys, services, upstash_proxy
 from lib import config, db, migrate
 from devtools.fake_llm import FakeOpenAI
-from devtools.serve import serve_runtime_layout
+from devtools.serve import serve_runtime_layout, wait_for_port
 
 from bench._postgres_wire import RoundTripCounter
 
@@ -313,32 +313,20 @@ def _synchronous_commit(url: str, on: bool) -> None:
                      ("RESET synchronous_commit" if on else "SET synchronous_commit = off"))
 
 
-_FUNCTION = r"""
-import sys
-from devtools.serve import serve_runtime_layout
-with serve_runtime_layout(sys.argv[1]) as url:
-    print(url, file=sys.stderr, flush=True)
-    sys.stdin.read()  # serves until the bench closes stdin
-"""
-
-
 @contextlib.contextmanager
 def _function_process(entrypoint: str, env: dict):
-    """`entrypoint` served in its own process, the runtime's IPC-mode layout on a
-    ThreadingHTTPServer (devtools.serve.serve_runtime_layout); yields its base URL. Its log
-    lines go nowhere (they would fill a pipe)."""
-    process = subprocess.Popen([sys.executable, "-c", _FUNCTION, entrypoint], cwd=ROOT, env=env,
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    """`entrypoint` served in its own process as a deployed function is (`python -m
+    devtools.serve`: the runtime's IPC-mode layout on a ThreadingHTTPServer); yields its base
+    URL. Its log lines go nowhere."""
+    port = services.free_port()
+    process = subprocess.Popen([sys.executable, "-m", "devtools.serve", entrypoint, "--port",
+                                str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
-        assert process.stderr is not None
-        url = process.stderr.readline().strip()
-        if not url.startswith("http://"):
-            raise RuntimeError(f"function process did not start: {url}")
-        yield url
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        assert process.stdin is not None
-        process.stdin.close()
+        process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -61,6 +61,7 @@ def _runtime_base_handler():
     handle_one_request, the wait-until drain and the "end" message after the response, the
     method order `class Handler(BaseHandler, handler)`); IPC messages go to `messages`.
     Built lazily: importing this module must stay standard library only."""
+    import collections
     import contextlib
     import contextvars
     import http
@@ -76,7 +77,7 @@ def _runtime_base_handler():
     from vercel_runtime.wait_until import WaitUntilCollector, begin_wait_until, finish_wait_until
 
     storage: contextvars.ContextVar[dict | None] = contextvars.ContextVar("storage", default=None)
-    messages: list[dict] = []
+    messages: collections.deque[dict] = collections.deque(maxlen=10_000)  # bounded: a long run
 
     def send_message(message: dict) -> None:
         messages.append(message)
@@ -209,6 +210,27 @@ def serve_runtime_layout(entrypoint: str | type):
         yield url
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m devtools.serve api/generate.py --port 3001`: one api/ file served the way a
+    deployed function is (serve_runtime_layout), until interrupted. Benches run their
+    function processes this way."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0] if main.__doc__ else None)
+    parser.add_argument("entrypoint", help="e.g. api/generate.py")
+    parser.add_argument("--port", type=int, default=3001)
+    args = parser.parse_args(argv)
+    server = _TestServer(("127.0.0.1", args.port), runtime_handler(args.entrypoint))
+    print(f"serving {args.entrypoint} in the runtime's IPC layout on http://127.0.0.1:{args.port}",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def wait_for_port(port: int, timeout: float = 30, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -325,3 +347,7 @@ class SentryReceiver:
         self.release()
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    main()
