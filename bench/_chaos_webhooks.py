@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -178,8 +179,8 @@ def _deliver(client: httpx.Client, base_url: str, event: Event) -> tuple[object,
         response = client.post(base_url + ROUTE, content=body, headers={
             "Content-Type": "application/json; charset=utf-8", "User-Agent": "Stripe/1.0",
             "Stripe-Signature": signature_header(body, SECRET)})
-    except httpx.HTTPError:
-        return "connection failed", None
+    except httpx.HTTPError:  # the function was killed mid-request, or is restarting
+        return "connection lost (process killed)", None
     try:
         answer = response.json()
     except ValueError:
@@ -192,8 +193,9 @@ def _deliver(client: httpx.Client, base_url: str, event: Event) -> tuple[object,
 class Sender:
     """Delivers the scenario over the fault phase (`run`, until `stop`), then drains."""
 
-    def __init__(self, base_url: str, events: list[Event], seconds: float, seed: int):
-        self.base_url = base_url
+    def __init__(self, base_url: str | Callable[[], str], events: list[Event], seconds: float,
+                 seed: int):
+        self._base_url = base_url  # a callable when the function moves (killed, restarted)
         self.deliveries = Deliveries(events)
         rng = random.Random(seed)
         order = list(events) + rng.sample(events, int(len(events) * DUPLICATES))
@@ -207,6 +209,10 @@ class Sender:
         heapq.heapify(self.queue)
         self.lock = threading.Lock()
         self.seq = len(order)
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url() if callable(self._base_url) else self._base_url
 
     def _next(self, started: float, stop: threading.Event) -> Event | None:
         while not stop.is_set():

@@ -7,15 +7,16 @@ are injected on loopback, then the invariants that must survive them.
 
 Traffic: POST /api/generate from many orgs, in function processes served as deployed ones are
 (`python -m devtools.serve`: the runtime's IPC-mode class layout); signed Stripe
-events to POST /api/webhooks/stripe for eight of those orgs, with duplicates, out of order and
-concurrently, re-delivered until they get a 2xx (bench._chaos_webhooks); both crons at once
-(purge, weekly-reminders) and GET /api/admin/monitoring. The webhook, cron and monitoring
-routes are served in process the way the runtime serves a function (devtools.serve.
-serve_runtime_layout: vercel_runtime's IPC-mode Handler around the real handler class, on a
-ThreadingHTTPServer).
+events to POST /api/webhooks/stripe (its own such function process) for eight of those orgs,
+with duplicates, out of order and concurrently, re-delivered until they get a 2xx
+(bench._chaos_webhooks); both crons at once (purge, weekly-reminders) and GET
+/api/admin/monitoring. The cron and monitoring routes are served in process the way the
+runtime serves a function (devtools.serve.serve_runtime_layout: vercel_runtime's IPC-mode
+Handler around the real handler class, on a ThreadingHTTPServer).
 Faults: pg_terminate_backend on every app connection each second; the Upstash proxy stopped
 and restarted; an OpenAI that flaps between 500s, timeouts and slow answers (Anthropic, the
-fallback, is slow at times); generate function processes SIGKILLed mid-request and restarted.
+fallback, is slow at times); generate and webhook function processes SIGKILLed mid-request
+and restarted.
 Checks afterwards: the quota invariant per org and month (used == succeeded + pending younger
 than RESERVATION_TIMEOUT_S), no pending row older than the timeout once the purge swept, no
 status outside the designed set (no 500), cron runs never `running` or double-succeeded;
@@ -67,7 +68,8 @@ CRON_OK = {200, 503}
 MONITORING_OK = {200, 503}
 # 500 webhook_not_applied (Postgres failed; the event stays unrecorded for the retry) and 503
 # database_busy are the designed failures; a bare 500 or a dropped connection is not.
-WEBHOOK_OK = {200, "500 webhook_not_applied", "503 database_busy"}
+WEBHOOK_OK = {200, "500 webhook_not_applied", "503 database_busy",
+              "connection lost (process killed)"}
 BILLED = 8  # of the 12 generate orgs, the ones Stripe events are sent for
 TRIAL_DAYS_LEFT = 14
 
@@ -95,22 +97,24 @@ class _Upstash:
 
 
 class _Instance:
-    """One generate function process, served as a deployed function is (`python -m
-    devtools.serve`: the runtime's IPC-mode class layout on a ThreadingHTTPServer), killable
-    mid-request, also between its answer and the row's after-answer commit."""
+    """One function process (generate's, or the Stripe webhook's), served as a deployed
+    function is (`python -m devtools.serve`: the runtime's IPC-mode class layout on a
+    ThreadingHTTPServer), killable mid-request, also between an answer and its after-answer
+    commit. `url` is its route; a restart moves it to a new port."""
 
-    def __init__(self, env: dict[str, str]):
-        self.env = env
+    def __init__(self, env: dict[str, str], entrypoint: str = "api/generate.py"):
+        self.env, self.entrypoint = env, entrypoint
         self.start()
 
     def start(self) -> None:
         self.port = services.free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.serve", "api/generate.py", "--port", str(self.port)],
+            [sys.executable, "-m", "devtools.serve", self.entrypoint, "--port", str(self.port)],
             cwd=services.ROOT, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         wait_for_port(self.port, process=self.process)
-        self.url = f"http://127.0.0.1:{self.port}/api/generate"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = self.base + "/" + self.entrypoint.removesuffix(".py")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -124,6 +128,7 @@ class Run:
         self.seconds, self.app_url, self.instances, self.upstash = seconds, app_url, instances, upstash
         self.openai, self.anthropic = openai, anthropic
         self.cron_url, self.monitoring_url, self.sender = cron_url, monitoring_url, sender
+        self.other_functions: list[_Instance] = []  # killable too (the webhook's)
         self.stop = threading.Event()
         self.statuses: dict[str, Counter] = {"generate": Counter(), "webhook": Counter(),
                                              "cron": Counter(), "monitoring": Counter()}
@@ -213,10 +218,12 @@ class Run:
     def kill_functions(self) -> None:
         rng = random.Random(7)
         while not self.stop.wait(3.0):
-            instance = rng.choice(self.instances)
+            instance = rng.choice(self.instances + self.other_functions)
             instance.kill()
             with self.lock:
                 self.faults["function processes killed"] += 1
+                if instance.entrypoint != "api/generate.py":
+                    self.faults["function processes killed: the webhook's"] += 1
             instance.start()
 
     def run(self) -> float:
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         services.embedded_postgres(services.DATA / "pg-test")
     name = f"ascendos_chaos_{args.db_tag}_{uuid.uuid4().hex[:8]}"
     names = [name, name + "_replay"]
-    redis_process, instances = None, []
+    redis_process, instances_to_stop = None, []
     openai, anthropic = FakeOpenAI(text="ok"), FakeAnthropic(text="ok")
     upstash = None
     failed: list = []
@@ -390,15 +397,19 @@ def main(argv: list[str] | None = None) -> None:
                                    int(time.time()) - 100_000,
                                    subscriptions=max(2, round(args.seconds / 15)))
         instances = [_Instance(env) for _ in range(3)]
+        instances_to_stop.extend(instances)
+        webhook_function = _Instance(env, "api/webhooks/stripe.py")
+        instances_to_stop.append(webhook_function)
         with serve_runtime_layout("api/cron/purge.py") as purge_url, \
-                serve_runtime_layout("api/admin/monitoring.py") as monitoring_url, \
-                serve_runtime_layout("api/webhooks/stripe.py") as webhook_url:
+                serve_runtime_layout("api/admin/monitoring.py") as monitoring_url:
             # Both crons on one in-process server each; purge and reminders share the edge.
             with serve_runtime_layout("api/cron/weekly-reminders.py") as reminders_url:
                 cron_url = _Router(purge_url, reminders_url)
                 run = Run(args.seconds, app_url, instances, upstash, openai, anthropic,
                           cron_url.url, monitoring_url,
-                          webhooks.Sender(webhook_url, events, args.seconds, seed=12))
+                          webhooks.Sender(lambda: webhook_function.base, events, args.seconds,
+                                          seed=12))
+                run.other_functions.append(webhook_function)
                 # the in-process routes' logs, and the servers' tracebacks of killed clients
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     elapsed = run.run()
@@ -412,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         _report(run, elapsed, checks)
         failed = [c for c in checks if not c[2]]
     finally:
-        for instance in instances:
+        for instance in instances_to_stop:
             instance.kill()
         db.close_all()
         openai.close()
