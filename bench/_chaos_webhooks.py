@@ -33,7 +33,7 @@ import psycopg
 
 from lib import config, db
 from lib.billing import events as ev, ledger, webhook
-from ops.stripe_events import MONTH_S, sample_event, signature_header
+from ops.stripe_events import sample_event, signature_header, subscription_lifecycle
 
 SECRET = "whsec_chaos_0123456789abcdef"
 PRICE_TEAM, PRICE_AGENCY = "price_chaos_team", "price_chaos_agency"
@@ -44,11 +44,6 @@ WORKERS = 4
 DRAIN_S = 60
 DUPLICATES = 0.25
 IGNORED_TYPE = "payment_intent.created"
-ENDINGS = [("customer.subscription.deleted", "canceled"),
-           ("customer.subscription.updated", "unpaid"),
-           ("customer.subscription.updated", "active"),
-           ("customer.subscription.updated", "past_due"),
-           ("customer.subscription.updated", "incomplete_expired")]
 
 # The outcomes each kind of event may be recorded with, whatever the delivery order: an event
 # older than the stored state is `stale`; one that arrives before anything tied its
@@ -117,32 +112,18 @@ def scenario(seed: int, billed: list[str], base: int, subscriptions: int = 2) ->
 
 def _history(rng: random.Random, org: str, customer: str, subscription: str, start: int,
              price: str, metadata: bool) -> list[tuple[dict, set[str]]]:
-    t, period = start, start + MONTH_S
+    """One subscription's events (ops.stripe_events.subscription_lifecycle), each with the
+    outcomes the ledger may record for it: through our checkout (`metadata`), the checkout
+    and the subscription's events name the org; without, only the customer link ties them."""
     steps: list[tuple[dict, set[str]]] = []
-
-    def add(event_type: str, status: str | None = None, **kw) -> None:
-        nonlocal t
+    for event_type, status, kw in subscription_lifecycle(rng, start, price, PRICE_AGENCY,
+                                                         checkout=metadata):
         named = event_type == ev.CHECKOUT_TYPE or (metadata and event_type in ev.SUBSCRIPTION_TYPES)
         allowed = {"applied"} if event_type == ev.CHECKOUT_TYPE else \
             _BY_METADATA if named else _BY_CUSTOMER
         steps.append((sample_event(event_type, org=org if named else None, customer=customer,
-                                   subscription=subscription, created=t, subscription_created=start,
-                                   status=status, price=kw.pop("price", price), **kw), allowed))
-        t += rng.randint(1, 3)
-
-    if metadata:
-        add(ev.CHECKOUT_TYPE)
-    add("customer.subscription.created", "incomplete", period_end=period)
-    add("customer.subscription.updated", "active", period_end=period)
-    add("invoice.paid", period_end=period)
-    add("invoice.payment_failed", period_end=period + MONTH_S)
-    add("customer.subscription.updated", "past_due", period_end=period)
-    add("invoice.paid", period_end=period + MONTH_S)
-    add("customer.subscription.updated", "active", period_end=period + MONTH_S,
-        price=rng.choice([price, PRICE_AGENCY]))
-    add("customer.subscription.trial_will_end" if rng.random() < 0.3 else
-        "customer.subscription.updated", "active", period_end=period + MONTH_S)
-    add(*rng.choice(ENDINGS), period_end=period + MONTH_S)
+                                   subscription=subscription, subscription_created=start,
+                                   status=status, **kw), allowed))
     return steps
 
 

@@ -113,6 +113,42 @@ def sample_event(event_type: str, *, org: str | None = None, customer: str | Non
             "data": {"object": obj, "previous_attributes": {}}}
 
 
+# How a subscription's life may end (event type, the status it leaves).
+ENDINGS = (("customer.subscription.deleted", "canceled"), ("customer.subscription.updated", "unpaid"),
+           ("customer.subscription.updated", "active"), ("customer.subscription.updated", "past_due"),
+           ("customer.subscription.updated", "incomplete_expired"))
+
+
+def subscription_lifecycle(rng, start: int, price: str, other_price: str,
+                           checkout: bool = True) -> list[tuple[str, str | None, dict]]:
+    """One subscription's life as Stripe sends it, one to three seconds apart from `start`:
+    our checkout (when `checkout`), created `incomplete`, active, paid, a failed payment,
+    past_due, paid again, a price change (to `other_price`, or not), a renewal notice or an
+    update, then one of ENDINGS. Each step is (event type, the subscription status it leaves
+    or None for a non-subscription event, sample_event's `created`, `period_end` and `price`).
+    `rng` (a random.Random) makes it reproducible."""
+    period, renewed = start + MONTH_S, start + 2 * MONTH_S
+    plan: list[tuple[str, str | None, int, str]] = [
+        *([(events.CHECKOUT_TYPE, None, period, price)] if checkout else []),
+        ("customer.subscription.created", "incomplete", period, price),
+        ("customer.subscription.updated", "active", period, price),
+        ("invoice.paid", None, period, price),
+        ("invoice.payment_failed", None, renewed, price),
+        ("customer.subscription.updated", "past_due", period, price),
+        ("invoice.paid", None, renewed, price)]
+    price = rng.choice([price, other_price])
+    plan.append(("customer.subscription.updated", "active", renewed, price))
+    plan.append(("customer.subscription.trial_will_end" if rng.random() < 0.3 else
+                 "customer.subscription.updated", "active", renewed, price))
+    plan.append((*rng.choice(ENDINGS), renewed, price))
+    steps, t = [], start
+    for event_type, status, period_end, step_price in plan:
+        steps.append((event_type, status, {"created": t, "period_end": period_end,
+                                           "price": step_price}))
+        t += rng.randint(1, 3)
+    return steps
+
+
 def signature_header(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     import stripe  # only the operator command signs; keep the SDK out of plain `ops` imports
 

@@ -10,6 +10,7 @@ The fixture modules of tests/support are registered once, below, for every test 
 
 import os
 import uuid
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -45,17 +46,26 @@ def postgres_server_url():
     services.stop_embedded_postgres(services.DATA / "pg-test")  # make test leaves no server behind
 
 
+@contextmanager
+def migrated_database(server_url: str, prefix: str):
+    """A fresh database on `server_url`, migrated, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = _with_dbname(server_url, name)
+        migrate.apply(url)
+        yield url
+    finally:
+        db.close_all()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def database_url(postgres_server_url):
-    name = f"ascendos_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_dbname(postgres_server_url, name)
-    migrate.apply(url)
-    yield url
-    db.close_all()
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database(postgres_server_url, "ascendos_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -8,44 +8,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from ops.stripe_events import MONTH_S, sample_event
+from ops.stripe_events import sample_event, subscription_lifecycle
 from tests.support.stripe_signing import PRICE_AGENCY, PRICE_TEAM, deliver
 
 ORGS, SUBSCRIPTIONS_PER_ORG, EVENTS_PER_SUBSCRIPTION = 10, 2, 10
-FINAL = [("customer.subscription.deleted", "canceled"), ("customer.subscription.updated", "unpaid"),
-         ("customer.subscription.updated", "active"), ("customer.subscription.updated", "past_due"),
-         ("customer.subscription.updated", "incomplete_expired")]
-
-
 def _history(rng: random.Random, org: str, customer: str, subscription: str, start: int,
              price: str) -> list[tuple[dict, str | None]]:
     """Ten events of one subscription's life, one to three seconds apart, with the status
     each subscription event leaves it in."""
-    t, period = start, start + MONTH_S
-    steps = []
-
-    def add(event_type, status=None, **kw):
-        nonlocal t
-        steps.append((sample_event(event_type, org=org if event_type.startswith("checkout") else None,
-                                   customer=customer, subscription=subscription, created=t,
-                                   subscription_created=start,
-                                   status=status, price=kw.pop("price", price), **kw), status))
-        t += rng.randint(1, 3)
-
-    add("checkout.session.completed")
-    add("customer.subscription.created", "incomplete", period_end=period)
-    add("customer.subscription.updated", "active", period_end=period)
-    add("invoice.paid", period_end=period)
-    add("invoice.payment_failed", period_end=period + MONTH_S)
-    add("customer.subscription.updated", "past_due", period_end=period)
-    add("invoice.paid", period_end=period + MONTH_S)
-    add("customer.subscription.updated", "active", period_end=period + MONTH_S,
-        price=rng.choice([price, PRICE_AGENCY]))
-    add("customer.subscription.trial_will_end" if rng.random() < 0.3 else
-        "customer.subscription.updated", "active", period_end=period + MONTH_S)
-    final_type, final_status = rng.choice(FINAL)
-    add(final_type, final_status, period_end=period + MONTH_S)
-    return steps
+    return [(sample_event(event_type, org=org if event_type.startswith("checkout") else None,
+                          customer=customer, subscription=subscription, subscription_created=start,
+                          status=status, **kw), status)
+            for event_type, status, kw in subscription_lifecycle(rng, start, price, PRICE_AGENCY)]
 
 
 def _scenario(seed: int):

@@ -7,7 +7,6 @@ without its rollup), so none of them passes vacuously."""
 
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -16,10 +15,10 @@ import pytest
 
 from bench import _chaos_purge as purge_history, _chaos_webhooks as webhooks
 from devtools.serve import serve_runtime_layout
-from lib import config, db, migrate
+from lib import config, db
 from lib.errors import DatabaseUnavailable
 from lib.jobs import purge
-from tests.conftest import _with_dbname
+from tests.conftest import _with_dbname, migrated_database
 
 TRIAL_ENDS = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -39,14 +38,8 @@ def billing(monkeypatch, database_url):
 
 @pytest.fixture
 def replay_url(postgres_server_url):
-    name = f"ascendos_test_replay_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_dbname(postgres_server_url, name)
-    migrate.apply(url)
-    yield url
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with migrated_database(postgres_server_url, "ascendos_test_replay") as url:
+        yield url
 
 
 def _counting(statuses: Counter):
