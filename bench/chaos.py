@@ -39,7 +39,6 @@ import itertools
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -56,7 +55,7 @@ from bench import _chaos_purge as purge_history, _chaos_webhooks as webhooks
 from bench.generate import _percentile, _table, _url
 from devtools import dev_keys, services, upstash_proxy
 from devtools.fake_llm import FakeAnthropic, FakeOpenAI
-from devtools.serve import serve_runtime_layout, wait_for_port
+from devtools.serve import serve_runtime_layout, start_function
 from lib import config, db, migrate
 from lib.billing import ledger
 
@@ -107,12 +106,7 @@ class _Instance:
         self.start()
 
     def start(self) -> None:
-        self.port = services.free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.serve", self.entrypoint, "--port", str(self.port)],
-            cwd=services.ROOT, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, process=self.process)
+        self.process, self.port = start_function(self.entrypoint, {**os.environ, **self.env})
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = self.base + "/" + self.entrypoint.removesuffix(".py")
 

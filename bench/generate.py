@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from devtools import dev_keys, services, upstash_proxy
 from lib import config, db, migrate
 from devtools.fake_llm import FakeOpenAI
-from devtools.serve import serve_runtime_layout, wait_for_port
+from devtools.serve import serve_runtime_layout, start_function
 
 from bench._postgres_wire import RoundTripCounter
 
@@ -315,15 +315,10 @@ def _synchronous_commit(url: str, on: bool) -> None:
 
 @contextlib.contextmanager
 def _function_process(entrypoint: str, env: dict):
-    """`entrypoint` served in its own process as a deployed function is (`python -m
-    devtools.serve`: the runtime's IPC-mode layout on a ThreadingHTTPServer); yields its base
-    URL. Its log lines go nowhere."""
-    port = services.free_port()
-    process = subprocess.Popen([sys.executable, "-m", "devtools.serve", entrypoint, "--port",
-                                str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    """`entrypoint` served in its own process as a deployed function is (devtools.serve:
+    the runtime's IPC-mode layout on a ThreadingHTTPServer); yields its base URL."""
+    process, port = start_function(entrypoint, env)
     try:
-        wait_for_port(port, process=process)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -6,8 +6,8 @@ transitive dependency pinned (`make lock`).
 
 `uv pip compile --universal` (the Vercel CLI runs a universal `uv lock` over the file, so
 platform-only dependencies get pins too), offline from uv's cache when it can (else from the
-index), and constrained to the versions installed in .venv: what the tests ran against is what deploys. No index URL is
-written into the file.
+index), and constrained to the versions installed in .venv: what the tests ran against is what
+deploys. No index URL is written into the file.
 """
 
 import argparse

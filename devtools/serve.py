@@ -231,6 +231,22 @@ def main(argv: list[str] | None = None) -> None:
         server.server_close()
 
 
+def start_function(entrypoint: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """`python -m devtools.serve <entrypoint>` in its own process on a free port, listening
+    when this returns: (the process, its port). Its output goes nowhere."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "devtools.serve", entrypoint, "--port",
+                                str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process=process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process, port
+
+
 def wait_for_port(port: int, timeout: float = 30, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

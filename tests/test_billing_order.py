@@ -12,6 +12,8 @@ from ops.stripe_events import sample_event, subscription_lifecycle
 from tests.support.stripe_signing import PRICE_AGENCY, PRICE_TEAM, deliver
 
 ORGS, SUBSCRIPTIONS_PER_ORG, EVENTS_PER_SUBSCRIPTION = 10, 2, 10
+
+
 def _history(rng: random.Random, org: str, customer: str, subscription: str, start: int,
              price: str) -> list[tuple[dict, str | None]]:
     """Ten events of one subscription's life, one to three seconds apart, with the status
